@@ -1,0 +1,86 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependency direction (see README "Layout"): C libraries → HubNative → HubProtocol → HubServer → hub.
+// HubProtocol is pure: no sockets, no NIOPosix, no Foundation networking.
+let package = Package(
+    name: "execution-stream-hub",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "hub", targets: ["hub"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CHubZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        .systemLibrary(
+            name: "CHubCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        // No pkgConfig here: Debian's hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses with a warning
+        // on every build. The headers are in the default include path (<hiredis/hiredis.h>).
+        .systemLibrary(
+            name: "CHubHiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        // The only target that calls C.
+        .target(
+            name: "HubNative",
+            dependencies: [
+                "CHubZlib", "CHubCrypto", "CHubHiredis",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        // Pure protocol code: RFC 6455 framing and handshake, RFC 7692, SSE encoding.
+        .target(
+            name: "HubProtocol",
+            dependencies: [
+                "HubNative",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "HubServer",
+            dependencies: [
+                "HubProtocol",
+                "HubNative",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "hub",
+            dependencies: [
+                "HubServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "HubNativeTests",
+            dependencies: ["HubNative", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "HubProtocolTests",
+            dependencies: ["HubProtocol", "HubNative", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "HubServerTests",
+            dependencies: [
+                "HubServer", "HubProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,55 @@
+import HubNative
+import XCTest
+
+final class DigestTests: XCTestCase {
+    func testSHA1OfEmptyAndABC() {
+        XCTAssertEqual(hex(Digest.sha1([UInt8]())), "da39a3ee5e6b4b0d3255bfef95601890afd80709")
+        XCTAssertEqual(hex(Digest.sha1(Array("abc".utf8))), "a9993e364706816aba3e25717850c26c9cd0d89d")
+    }
+
+    func testHMACSHA256MatchesRFC4231Case2() {
+        let mac = Digest.hmacSHA256(key: Array("Jefe".utf8), message: Array("what do ya want for nothing?".utf8))
+        XCTAssertEqual(hex(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    func testHMACSHA256WithEmptyKeyAndMessage() {
+        XCTAssertEqual(hex(Digest.hmacSHA256(key: [UInt8](), message: [UInt8]())),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+    }
+
+    func testConstantTimeEquals() {
+        XCTAssertTrue(Digest.constantTimeEquals([1, 2, 3] as [UInt8], [1, 2, 3] as [UInt8]))
+        XCTAssertFalse(Digest.constantTimeEquals([1, 2, 3] as [UInt8], [1, 2, 4] as [UInt8]))
+        XCTAssertFalse(Digest.constantTimeEquals([1, 2, 3] as [UInt8], [1, 2] as [UInt8]))
+        XCTAssertTrue(Digest.constantTimeEquals([UInt8](), [UInt8]()))
+    }
+}
+
+final class Base64Tests: XCTestCase {
+    func testRFC4648Vectors() {
+        let vectors = ["": "", "f": "Zg==", "fo": "Zm8=", "foo": "Zm9v", "foob": "Zm9vYg==", "fooba": "Zm9vYmE=", "foobar": "Zm9vYmFy"]
+        for (plain, encoded) in vectors {
+            XCTAssertEqual(Base64.encode(Array(plain.utf8)), encoded)
+            XCTAssertEqual(Base64.decode(encoded), Array(plain.utf8))
+        }
+    }
+
+    func testURLAlphabetHasNoPadding() {
+        XCTAssertEqual(Base64.encode([0xFB, 0xFF], alphabet: .url), "-_8")
+        XCTAssertEqual(Base64.decode("-_8", alphabet: .url), [0xFB, 0xFF])
+        XCTAssertNil(Base64.decode("+/8=", alphabet: .url))
+    }
+
+    func testStrictDecodingRefusesNonCanonicalInput() {
+        XCTAssertNil(Base64.decode("Zg="))  // wrong length
+        XCTAssertNil(Base64.decode("Zh=="))  // non-zero trailing bits
+        XCTAssertNil(Base64.decode("Zm9v\n"))
+        XCTAssertNil(Base64.decode("Z==="))
+        XCTAssertNil(Base64.decode("Zm=v"))
+        XCTAssertNil(Base64.decode("A", alphabet: .url))
+    }
+}
+
+func hex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined()
+}

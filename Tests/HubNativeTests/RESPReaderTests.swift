@@ -1,0 +1,42 @@
+import HubNative
+import XCTest
+
+final class RESPReaderTests: XCTestCase {
+    func testRepliesOfEveryTypeWholeAndByteByByte() throws {
+        let wire = Array("+OK\r\n-ERR wrong\r\n:42\r\n$5\r\nhello\r\n$-1\r\n*2\r\n$1\r\na\r\n:7\r\n*0\r\n$0\r\n\r\n".utf8)
+        let expected: [RESPValue] = [
+            .status("OK"), .error("ERR wrong"), .integer(42), .bulk(Array("hello".utf8)), .null,
+            .array([.bulk([UInt8(ascii: "a")]), .integer(7)]), .array([]), .bulk([]),
+        ]
+        let whole = RESPReader()
+        try whole.feed(wire)
+        var got: [RESPValue] = []
+        while let v = try whole.next() { got.append(v) }
+        XCTAssertEqual(got, expected)
+
+        let bytewise = RESPReader()
+        got = []
+        for b in wire {
+            try bytewise.feed([b])
+            while let v = try bytewise.next() { got.append(v) }
+        }
+        XCTAssertEqual(got, expected)
+    }
+
+    func testMalformedReplyIsAnError() throws {
+        let reader = RESPReader()
+        try reader.feed(Array("?what\r\n".utf8))
+        XCTAssertThrowsError(try reader.next()) { error in
+            XCTAssertTrue((error as? RESPReader.ProtocolError)?.message.contains("Protocol error") == true, "\(error)")
+        }
+    }
+
+    func testFormatCommandIsBinarySafe() {
+        XCTAssertEqual(String(decoding: RESPCommand.format("SET", "k", "v"), as: UTF8.self),
+            "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+        XCTAssertEqual(RESPCommand.format([Array("ECHO".utf8), [0, 13, 10]]),
+            Array("*2\r\n$4\r\nECHO\r\n$3\r\n".utf8) + [0, 13, 10] + Array("\r\n".utf8))
+        XCTAssertEqual(String(decoding: RESPCommand.format([Array("PING".utf8), []]), as: UTF8.self),
+            "*2\r\n$4\r\nPING\r\n$0\r\n\r\n")
+    }
+}
