@@ -12,6 +12,11 @@ public struct PerMessageDeflate: Equatable, Sendable {
 
     public static let extensionName = "permessage-deflate"
 
+    public init(serverMaxWindowBits: Int, announcesServerWindow: Bool) {
+        self.serverMaxWindowBits = serverMaxWindowBits
+        self.announcesServerWindow = announcesServerWindow
+    }
+
     /// The hub's side of the negotiation.
     public struct Policy: Sendable {
         public var enabled: Bool
