@@ -32,6 +32,8 @@ public struct WebSocketConnection: Sendable {
         case deliver(WebSocketMessage)
         /// Frame bytes to write.
         case write(ByteBuffer)
+        /// A close frame to write; nothing may be written after it (§5.5.1).
+        case writeClose(ByteBuffer)
         /// Close the TCP connection (after the writes before it are flushed).
         case closeTCP
     }
@@ -97,7 +99,7 @@ public struct WebSocketConnection: Sendable {
             if state == .open {
                 // §5.5.1: echo the status code received; an empty close gets an empty close.
                 sentCloseCode = code
-                actions.append(.write(FrameEncoder.closeFrame(code: code)))
+                actions.append(.writeClose(FrameEncoder.closeFrame(code: code)))
             }
             // §7.1.1: the server closes the TCP connection first.
             state = .closed
@@ -109,7 +111,7 @@ public struct WebSocketConnection: Sendable {
     private mutating func fail(_ error: ProtocolError, actions: inout [Action]) {
         if state == .open {
             sentCloseCode = error.closeCode
-            actions.append(.write(FrameEncoder.closeFrame(code: error.closeCode, reason: error.message)))
+            actions.append(.writeClose(FrameEncoder.closeFrame(code: error.closeCode, reason: error.message)))
         }
         state = .closed
         actions.append(.closeTCP)
@@ -119,7 +121,7 @@ public struct WebSocketConnection: Sendable {
     public mutating func close(code: CloseCode, reason: String, now: Int64, actions: inout [Action]) {
         guard state == .open else { return }
         sentCloseCode = code
-        actions.append(.write(FrameEncoder.closeFrame(code: code, reason: reason)))
+        actions.append(.writeClose(FrameEncoder.closeFrame(code: code, reason: reason)))
         state = .closeSent(deadline: now + configuration.closeTimeout)
     }
 
@@ -128,7 +130,7 @@ public struct WebSocketConnection: Sendable {
         guard state != .closed else { return }
         if state == .open {
             sentCloseCode = code
-            actions.append(.write(FrameEncoder.closeFrame(code: code, reason: reason)))
+            actions.append(.writeClose(FrameEncoder.closeFrame(code: code, reason: reason)))
         }
         state = .closed
         actions.append(.closeTCP)

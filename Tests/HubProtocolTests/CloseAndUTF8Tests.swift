@@ -14,7 +14,7 @@ final class CloseCodeTests: XCTestCase {
         var actions: [WebSocketConnection.Action] = []
         conn.receive(&input, now: 0, inflater: nil, actions: &actions)
         XCTAssertEqual(actions.last, .closeTCP)
-        guard case .write(let frame) = actions.first else {
+        guard case .writeClose(let frame) = actions.first else {
             XCTFail("no close frame in \(actions)")
             return []
         }
@@ -69,13 +69,13 @@ final class CloseCodeTests: XCTestCase {
         var input = ByteBuffer(bytes: [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
         var actions: [WebSocketConnection.Action] = []
         conn.receive(&input, now: 0, inflater: nil, actions: &actions)
-        XCTAssertEqual(actions, [.write(ByteBuffer(bytes: protocolErrorReply("client frames must be masked"))), .closeTCP])
+        XCTAssertEqual(actions, [.writeClose(ByteBuffer(bytes: protocolErrorReply("client frames must be masked"))), .closeTCP])
 
         var big = WebSocketConnection(configuration: conn.configuration, deflate: nil, now: 0)
         var bigInput = ByteBuffer(bytes: [0x82, 0xFE, 0x01, 0x00, 1, 2, 3, 4])
         actions = []
         big.receive(&bigInput, now: 0, inflater: nil, actions: &actions)
-        XCTAssertEqual(actions, [.write(ByteBuffer(bytes: [0x88, 0x1D, 0x03, 0xF1] + Array("frame larger than 100 bytes".utf8))), .closeTCP])
+        XCTAssertEqual(actions, [.writeClose(ByteBuffer(bytes: [0x88, 0x1D, 0x03, 0xF1] + Array("frame larger than 100 bytes".utf8))), .closeTCP])
     }
 }
 

@@ -1,0 +1,18 @@
+import HubProtocol
+import NIOCore
+
+/// `/ws/echo`: sends every message back as it came (text as text, binary as binary). For conformance testing
+/// only; the route exists only when the server is started with `--echo`.
+final class EchoApplication: WebSocketApplication {
+    func didOpen(_ socket: WebSocketHandler) {}
+
+    func didReceive(_ message: WebSocketMessage, from socket: WebSocketHandler) {
+        switch message {
+        case .text(let payload): socket.send(.text, payload)
+        case .binary(let payload): socket.send(.binary, payload)
+        default: break
+        }
+    }
+
+    func didClose(_ socket: WebSocketHandler) {}
+}

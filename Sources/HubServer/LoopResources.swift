@@ -1,0 +1,36 @@
+import HubNative
+import NIOCore
+
+/// State shared by every connection of one event loop: touched only on that loop, so it needs no lock.
+///
+/// With `client_no_context_takeover` the inflater is reset after each message, so one per loop serves every
+/// connection and an idle connection holds no zlib memory; with `server_no_context_takeover` the same holds for
+/// the deflater.
+final class LoopResources: @unchecked Sendable {
+    let eventLoop: EventLoop
+    let inflater = Inflater()
+    let deflater: Deflater
+
+    init(eventLoop: EventLoop, deflateWindowBits: Int) {
+        self.eventLoop = eventLoop
+        self.deflater = Deflater(windowBits: deflateWindowBits)
+    }
+}
+
+/// One `LoopResources` per event loop, built before the server starts and never changed.
+struct LoopResourceTable: Sendable {
+    private let table: [ObjectIdentifier: LoopResources]
+
+    init(group: EventLoopGroup, deflateWindowBits: Int) {
+        var table: [ObjectIdentifier: LoopResources] = [:]
+        for loop in group.makeIterator() {
+            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop, deflateWindowBits: deflateWindowBits)
+        }
+        self.table = table
+    }
+
+    func resources(for loop: EventLoop) -> LoopResources {
+        guard let r = table[ObjectIdentifier(loop)] else { preconditionFailure("event loop outside the server's group") }
+        return r
+    }
+}

@@ -1,0 +1,73 @@
+import HubProtocol
+
+/// Everything `hub serve` can be told. Every limit is a named setting with a safe default.
+public struct ServerConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// Event loop threads (0: one per core).
+    public var threads = 0
+
+    /// Largest frame and message a watcher may send on the hub's own routes (client ops are small JSON).
+    public var maxFrameSize = 64 * 1024
+    public var maxMessageSize = 64 * 1024
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    public var maxHeaderBytes = 8 * 1024
+    /// Seconds a client has to send a complete request head (slow senders are answered 408 and closed).
+    public var requestTimeoutSeconds = 10.0
+
+    /// Seconds between WebSocket pings to a quiet peer (0 disables).
+    public var heartbeatSeconds = 15.0
+    /// Seconds a peer has to answer a ping before it is dropped.
+    public var pongTimeoutSeconds = 10.0
+    /// Seconds to wait for the peer's close frame after the hub sent one.
+    public var closeTimeoutSeconds = 5.0
+
+    /// Bytes that may wait to be written to one connection before it counts as a slow consumer and is closed.
+    public var outboundBudget = 1024 * 1024
+    /// Initial receive buffer per connection; it grows only when reads fill it.
+    public var receiveBufferInitial = 256
+
+    /// Whether permessage-deflate is offered, and the largest window the hub compresses with.
+    public var deflate = true
+    public var deflateWindowBits = 15
+
+    /// The conformance-test echo route `/ws/echo`: off unless asked for.
+    public var echo = false
+    /// Message and frame limit on the echo route (Autobahn sends 16 MiB messages in cases 9.*).
+    public var echoMaxMessageSize = 20 * 1024 * 1024
+
+    public init() {}
+
+    var deflatePolicy: PerMessageDeflate.Policy {
+        .init(enabled: deflate, maxWindowBits: deflateWindowBits)
+    }
+
+    /// Checks every setting; the error says which one and why.
+    public func validate() throws(ConfigurationError) {
+        func require(_ ok: Bool, _ name: String, _ why: String) throws(ConfigurationError) {
+            if !ok { throw ConfigurationError(setting: name, message: why) }
+        }
+        try require((0...65535).contains(port), "port", "must be 0...65535")
+        try require(threads >= 0, "threads", "must be 0 or more")
+        try require(maxFrameSize >= 125, "max-frame-size", "must be at least 125 bytes")
+        try require(maxMessageSize >= maxFrameSize || maxMessageSize >= 125, "max-message-size", "must be at least 125 bytes")
+        try require(maxHeaderBytes >= 256, "max-header-bytes", "must be at least 256 bytes")
+        try require(requestTimeoutSeconds > 0, "request-timeout", "must be more than 0 seconds")
+        try require(heartbeatSeconds >= 0, "heartbeat", "must be 0 (off) or more seconds")
+        try require(pongTimeoutSeconds > 0, "pong-timeout", "must be more than 0 seconds")
+        try require(closeTimeoutSeconds > 0, "close-timeout", "must be more than 0 seconds")
+        try require(outboundBudget >= 1024, "outbound-budget", "must be at least 1024 bytes")
+        try require((64...65536).contains(receiveBufferInitial), "receive-buffer", "must be 64...65536 bytes")
+        try require((9...15).contains(deflateWindowBits), "deflate-window-bits", "must be 9...15")
+        try require(echoMaxMessageSize >= 125, "echo-max-message-size", "must be at least 125 bytes")
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable {
+    public let setting: String
+    public let message: String
+    public var description: String { "invalid setting \(setting): \(message)" }
+}
+
+@inline(__always)
+func nanoseconds(_ seconds: Double) -> Int64 { Int64(seconds * 1_000_000_000) }

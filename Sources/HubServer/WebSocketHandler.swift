@@ -1,0 +1,220 @@
+import HubNative
+import HubProtocol
+import Logging
+import NIOCore
+
+/// What runs on top of a WebSocket connection: the echo route, or the hub's multiplexed protocol.
+protocol WebSocketApplication: AnyObject {
+    func didOpen(_ socket: WebSocketHandler)
+    /// A complete text or binary message from the peer.
+    func didReceive(_ message: WebSocketMessage, from socket: WebSocketHandler)
+    func didClose(_ socket: WebSocketHandler)
+}
+
+/// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
+/// machine, actions out.
+///
+/// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed once
+/// per connection per event-loop tick, a frame meant for many connections is built once by the caller and written
+/// as the same buffer, and the connection keeps only a few bytes of partial header between reads.
+final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var connection: WebSocketConnection
+    private let resources: LoopResources
+    private let application: WebSocketApplication
+    private let logger: Logger
+    private var context: ChannelHandlerContext?
+    /// Bytes of an incomplete frame header or control frame, kept between reads.
+    private var pending: ByteBuffer?
+    private var actions: [WebSocketConnection.Action] = []
+    private var inRead = false
+    private var flushPending = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: Int64?
+    private var closed = false
+    /// Set once a close frame is written: §5.5.1, no data frame may follow it.
+    private var outputClosed = false
+
+    /// Whether permessage-deflate is in use on this connection.
+    var compresses: Bool { connection.deflate != nil }
+    /// The close code the hub sent, once it sent one.
+    var sentCloseCode: CloseCode? { connection.sentCloseCode }
+
+    init(connection: WebSocketConnection, resources: LoopResources, application: WebSocketApplication, logger: Logger) {
+        self.connection = connection
+        self.resources = resources
+        self.application = application
+        self.logger = logger
+    }
+
+    static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        application.didOpen(self)
+        scheduleTick(now: Self.now())
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var input = unwrapInboundIn(data)
+        inRead = true
+        let now = Self.now()
+        let inflater = connection.deflate == nil ? nil : resources.inflater
+        if var buffered = pending {
+            buffered.writeBuffer(&input)
+            connection.receive(&buffered, now: now, inflater: inflater, actions: &actions)
+            pending = buffered.readableBytes > 0 ? buffered : nil
+        } else {
+            connection.receive(&input, now: now, inflater: inflater, actions: &actions)
+            // Keep the few unread bytes in a small buffer of their own, not the whole receive buffer.
+            if input.readableBytes > 0 {
+                var keep = context.channel.allocator.buffer(capacity: input.readableBytes)
+                keep.writeBuffer(&input)
+                pending = keep
+            }
+        }
+        perform(context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inRead = false
+        if flushPending {
+            flushPending = false
+            context.flush()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The channel turns unwritable when more than the outbound budget waits to be written: the peer does not
+        // read fast enough. Closing it bounds the memory it can hold; it resumes from history when it reconnects.
+        // Nothing more is queued for it: the close frame goes behind what is already queued, so a peer that
+        // reads again within the close timeout receives everything up to it and the reason; otherwise TCP is
+        // closed at the deadline.
+        if !context.channel.isWritable && !closed && !outputClosed {
+            logger.info("closing slow consumer", metadata: ["budget": "\(context.channel.outboundBudget)"])
+            close(code: .tryAgainLater, reason: "slow consumer: outbound budget exceeded")
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Sending
+
+    /// Writes complete frame bytes; they go out with the connection's next flush, once per event-loop tick.
+    func write(frame: ByteBuffer) {
+        guard let context, !outputClosed else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        scheduleFlush(context: context)
+    }
+
+    /// Encodes and writes one message, compressed when permessage-deflate is in use.
+    func send(_ opcode: Opcode, _ payload: ByteBuffer) {
+        guard let context else { return }
+        if connection.deflate != nil {
+            var compressed = context.channel.allocator.buffer(capacity: payload.readableBytes / 2 + 16)
+            resources.deflater.compressMessage(payload, into: &compressed)
+            write(frame: FrameEncoder.frame(opcode: opcode, rsv1: true, payload: compressed))
+        } else {
+            write(frame: FrameEncoder.frame(opcode: opcode, payload: payload))
+        }
+    }
+
+    /// Starts the close handshake from the hub's side.
+    func close(code: CloseCode, reason: String) {
+        guard let context else { return }
+        connection.close(code: code, reason: reason, now: Self.now(), actions: &actions)
+        perform(context: context)
+        scheduleTick(now: Self.now())
+    }
+
+    private func scheduleFlush(context: ChannelHandlerContext) {
+        guard !flushPending else { return }
+        flushPending = true
+        // Inside a read, channelReadComplete flushes; otherwise flush once at the end of this loop tick.
+        if !inRead {
+            context.eventLoop.assumeIsolated().execute { [self] in
+                guard flushPending, let context = self.context else { return }
+                flushPending = false
+                context.flush()
+            }
+        }
+    }
+
+    private func perform(context: ChannelHandlerContext) {
+        var i = 0
+        while i < actions.count {
+            let action = actions[i]
+            i += 1
+            switch action {
+            case .deliver(let message):
+                application.didReceive(message, from: self)
+            case .write(let bytes):
+                guard !outputClosed else { break }
+                context.write(wrapOutboundOut(bytes), promise: nil)
+                scheduleFlush(context: context)
+            case .writeClose(let bytes):
+                guard !outputClosed else { break }
+                outputClosed = true
+                context.write(wrapOutboundOut(bytes), promise: nil)
+                scheduleFlush(context: context)
+            case .closeTCP:
+                finish()
+                flushPending = false
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer()), promise: nil)
+                context.close(promise: nil)
+            }
+        }
+        actions.removeAll(keepingCapacity: true)
+    }
+
+    private func finish() {
+        guard !closed else { return }
+        closed = true
+        timer?.cancel()
+        timer = nil
+        application.didClose(self)
+    }
+
+    // MARK: Timer
+
+    private func scheduleTick(now: Int64) {
+        guard let context, !closed else { return }
+        guard let next = connection.tick(now: now, actions: &actions) else {
+            perform(context: context)
+            return
+        }
+        perform(context: context)
+        if let current = timerDeadline, current <= next, timer != nil { return }
+        timer?.cancel()
+        timerDeadline = next
+        let delay = max(next - now, 0)
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [self] in
+            timer = nil
+            timerDeadline = nil
+            scheduleTick(now: Self.now())
+        }
+    }
+}
+
+extension Channel {
+    /// The high write-buffer water mark, which the hub uses as the outbound byte budget.
+    var outboundBudget: Int {
+        (try? syncOptions?.getOption(.writeBufferWaterMark).high) ?? 0
+    }
+}

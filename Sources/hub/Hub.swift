@@ -1,0 +1,112 @@
+import ArgumentParser
+import HubServer
+import Logging
+
+@main
+struct Hub: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hub",
+        abstract: "Streams live workflow-execution events to browsers over WebSocket and Server-Sent Events.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Reads a setting: the flag if given, else the `HUB_*` environment variable, else nil (the default applies).
+func setting<T>(_ flag: T?, env name: String, parse: (String) -> T?) throws -> T? {
+    if let flag { return flag }
+    guard let raw = Environment.value(name) else { return nil }
+    guard let value = parse(raw) else {
+        throw ValidationError("environment variable \(name)='\(raw)' is not a valid value")
+    }
+    return value
+}
+
+func parseBool(_ s: String) -> Bool? {
+    switch s.lowercased() {
+    case "1", "true", "yes", "on": return true
+    case "0", "false", "no", "off": return false
+    default: return nil
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the hub.",
+        discussion: """
+            Every option can also be set with the environment variable named in its help; a flag wins over the \
+            environment, which wins over the default.
+            """
+    )
+
+    @Option(help: "Address to listen on (HUB_HOST; default 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on; 0 picks a free one (HUB_PORT; default 8080).") var port: Int?
+    @Option(help: "Event loop threads; 0 means one per core (HUB_THREADS; default 0).") var threads: Int?
+    @Option(help: "Largest frame a watcher may send, bytes (HUB_MAX_FRAME_SIZE; default 65536).") var maxFrameSize: Int?
+    @Option(help: "Largest message a watcher may send, after inflation, bytes (HUB_MAX_MESSAGE_SIZE; default 65536).")
+    var maxMessageSize: Int?
+    @Option(help: "Largest HTTP request head, bytes; larger gets 431 (HUB_MAX_HEADER_BYTES; default 8192).")
+    var maxHeaderBytes: Int?
+    @Option(help: "Seconds to send a complete request head; slower gets 408 (HUB_REQUEST_TIMEOUT; default 10).")
+    var requestTimeout: Double?
+    @Option(help: "Seconds between pings to a quiet WebSocket peer; 0 disables (HUB_HEARTBEAT; default 15).")
+    var heartbeat: Double?
+    @Option(help: "Seconds a peer has to answer a ping (HUB_PONG_TIMEOUT; default 10).") var pongTimeout: Double?
+    @Option(help: "Seconds to wait for the peer's close frame after the hub sent one (HUB_CLOSE_TIMEOUT; default 5).")
+    var closeTimeout: Double?
+    @Option(help: "Bytes queued for one connection before it is closed as a slow consumer (HUB_OUTBOUND_BUDGET; default 1048576).")
+    var outboundBudget: Int?
+    @Option(help: "Initial receive buffer per connection, bytes (HUB_RECEIVE_BUFFER; default 256).") var receiveBuffer: Int?
+    @Option(help: "Offer permessage-deflate: true or false (HUB_DEFLATE; default true).") var deflate: Bool?
+    @Option(help: "Largest deflate window the hub compresses with, 9-15 (HUB_DEFLATE_WINDOW_BITS; default 15).")
+    var deflateWindowBits: Int?
+    @Flag(help: "Serve the conformance-test echo route /ws/echo (HUB_ECHO=true).") var echo = false
+    @Option(help: "Message limit on /ws/echo, bytes (HUB_ECHO_MAX_MESSAGE_SIZE; default 20971520).") var echoMaxMessageSize: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (HUB_LOG_LEVEL; default info).")
+    var logLevel: String?
+
+    func configuration() throws -> ServerConfiguration {
+        var c = ServerConfiguration()
+        if let v = try setting(host, env: "HUB_HOST", parse: { $0 }) { c.host = v }
+        if let v = try setting(port, env: "HUB_PORT", parse: { Int($0) }) { c.port = v }
+        if let v = try setting(threads, env: "HUB_THREADS", parse: { Int($0) }) { c.threads = v }
+        if let v = try setting(maxFrameSize, env: "HUB_MAX_FRAME_SIZE", parse: { Int($0) }) { c.maxFrameSize = v }
+        if let v = try setting(maxMessageSize, env: "HUB_MAX_MESSAGE_SIZE", parse: { Int($0) }) { c.maxMessageSize = v }
+        if let v = try setting(maxHeaderBytes, env: "HUB_MAX_HEADER_BYTES", parse: { Int($0) }) { c.maxHeaderBytes = v }
+        if let v = try setting(requestTimeout, env: "HUB_REQUEST_TIMEOUT", parse: { Double($0) }) { c.requestTimeoutSeconds = v }
+        if let v = try setting(heartbeat, env: "HUB_HEARTBEAT", parse: { Double($0) }) { c.heartbeatSeconds = v }
+        if let v = try setting(pongTimeout, env: "HUB_PONG_TIMEOUT", parse: { Double($0) }) { c.pongTimeoutSeconds = v }
+        if let v = try setting(closeTimeout, env: "HUB_CLOSE_TIMEOUT", parse: { Double($0) }) { c.closeTimeoutSeconds = v }
+        if let v = try setting(outboundBudget, env: "HUB_OUTBOUND_BUDGET", parse: { Int($0) }) { c.outboundBudget = v }
+        if let v = try setting(receiveBuffer, env: "HUB_RECEIVE_BUFFER", parse: { Int($0) }) { c.receiveBufferInitial = v }
+        if let v = try setting(deflate, env: "HUB_DEFLATE", parse: parseBool) { c.deflate = v }
+        if let v = try setting(deflateWindowBits, env: "HUB_DEFLATE_WINDOW_BITS", parse: { Int($0) }) { c.deflateWindowBits = v }
+        if let v = try setting(echo ? true : nil, env: "HUB_ECHO", parse: parseBool) { c.echo = v }
+        if let v = try setting(echoMaxMessageSize, env: "HUB_ECHO_MAX_MESSAGE_SIZE", parse: { Int($0) }) { c.echoMaxMessageSize = v }
+        do {
+            try c.validate()
+        } catch {
+            throw ValidationError(error.description)
+        }
+        return c
+    }
+
+    func run() async throws {
+        let config = try configuration()
+        let levelName = try setting(logLevel, env: "HUB_LOG_LEVEL", parse: { $0 }) ?? "info"
+        guard let level = Logger.Level(rawValue: levelName.lowercased()) else {
+            throw ValidationError("log level '\(levelName)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "hub")
+        let server = try await HubServer.start(configuration: config, logger: logger)
+        // Tests and scripts read this line to learn the port.
+        print("hub listening on \(config.host):\(server.port)")
+        flushStandardOutput()
+        try await server.waitUntilClosed()
+    }
+}

@@ -1,0 +1,80 @@
+"""Every refusal over a real socket: the exact status line, a JSON reason, and a connection that is closed."""
+import json
+from rawws import http_request, upgrade_request
+
+
+def test_malformed_request_is_400(echo_hub):
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, b"GARBAGE /\x01 HTTP/9\r\n\r\n")
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert json.loads(body)["error"] == "malformed_request"
+    assert closed is True
+
+
+def test_oversized_headers_are_431(echo_hub):
+    raw = upgrade_request(extra=b"X-Padding: " + b"a" * 9000 + b"\r\n")
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, raw)
+    assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert json.loads(body)["error"] == "headers_too_large"
+    assert closed is True
+
+
+def test_post_to_websocket_route_is_405(echo_hub):
+    raw = b"POST /ws/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, raw)
+    assert status == "HTTP/1.1 405 Method Not Allowed"
+    assert headers["allow"] == "GET"
+    assert closed is True
+
+
+def test_missing_key_is_400(echo_hub):
+    raw = (b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Version: 13\r\n\r\n")
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, raw)
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert json.loads(body) == {"error": "bad_websocket_key", "message": "missing Sec-WebSocket-Key"}
+    assert closed is True
+
+
+def test_bad_key_is_400(echo_hub):
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, upgrade_request(key="c2hvcnQ="))
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert json.loads(body)["message"] == "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
+    assert closed is True
+
+
+def test_wrong_version_is_426_with_version_header(echo_hub):
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, upgrade_request(version=b"8"))
+    assert status == "HTTP/1.1 426 Upgrade Required"
+    assert headers["sec-websocket-version"] == "13"
+    assert closed is True
+
+
+def test_unknown_path_is_404(echo_hub):
+    status, headers, body, closed = http_request(echo_hub.host, echo_hub.port, upgrade_request(path="/nowhere?token=secret"))
+    assert status == "HTTP/1.1 404 Not Found"
+    assert json.loads(body) == {"error": "not_found", "message": "no route for /nowhere?…"}
+    assert closed is True
+
+
+def test_echo_route_is_absent_without_the_flag(hub_factory):
+    hub = hub_factory()
+    status, _, _, _ = http_request(hub.host, hub.port, upgrade_request())
+    assert status == "HTTP/1.1 404 Not Found"
+
+
+def test_slow_request_head_is_408(hub_factory):
+    hub = hub_factory("--request-timeout", "0.3")
+    # Half a request line, then nothing: the hub answers 408 and closes instead of waiting forever.
+    status, _, body, closed = http_request(hub.host, hub.port, b"GET /heal")
+    assert status == "HTTP/1.1 408 Request Timeout"
+    assert closed is True
+
+
+def test_accepted_upgrade_status_and_accept_key(echo_hub):
+    import socket
+    s = socket.create_connection((echo_hub.host, echo_hub.port), timeout=5)
+    s.sendall(upgrade_request(key="dGhlIHNhbXBsZSBub25jZQ=="))
+    data = s.recv(4096).decode()
+    s.close()
+    assert data.startswith("HTTP/1.1 101 Switching Protocols\r\n")
+    assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in data

@@ -1,0 +1,89 @@
+"""Connection lifecycle over real sockets: heartbeats, close handshake, slow consumers. Intervals are made small by
+configuration; every wait is a blocking read with a timeout, never a sleep."""
+import struct
+import time
+
+from rawws import RawSocket
+
+
+def close_code(payload):
+    return struct.unpack("!H", payload[:2])[0]
+
+
+def test_unanswered_ping_closes_the_connection(hub_factory):
+    hub = hub_factory("--echo", "--heartbeat", "0.2", "--pong-timeout", "0.3")
+    ws = RawSocket(hub.host, hub.port)
+    started = time.monotonic()
+    opcode, payload, raw = ws.read_frame()
+    assert (opcode, raw) == (0x9, b"\x89\x00")  # an empty ping after the quiet interval
+    opcode, payload, raw = ws.read_frame()  # never answered: a close frame, then TCP closes
+    assert opcode == 0x8
+    assert close_code(payload) == 1001
+    assert payload[2:] == b"no pong within 300 ms"
+    assert ws.read_eof()
+    assert time.monotonic() - started < 5
+
+
+def test_answered_pings_keep_the_connection(hub_factory):
+    hub = hub_factory("--echo", "--heartbeat", "0.2", "--pong-timeout", "0.3")
+    ws = RawSocket(hub.host, hub.port)
+    for _ in range(3):
+        opcode, payload, _ = ws.read_frame()
+        assert opcode == 0x9
+        ws.send_frame(0xA, payload)
+    ws.send_frame(0x1, b"still here")
+    # Skip any further pings and find the echo.
+    while True:
+        opcode, payload, _ = ws.read_frame()
+        if opcode == 0x9:
+            ws.send_frame(0xA, payload)
+            continue
+        assert (opcode, payload) == (0x1, b"still here")
+        break
+
+
+def test_server_closes_tcp_after_replying_to_close(echo_hub):
+    ws = RawSocket(echo_hub.host, echo_hub.port)
+    ws.send_frame(0x8, struct.pack("!H", 1000) + b"bye")
+    opcode, payload, raw = ws.read_frame()
+    assert raw == b"\x88\x02\x03\xe8"
+    # §7.1.1: the server closes TCP first; the client sends nothing more and sees EOF.
+    assert ws.read_eof()
+
+
+def test_protocol_error_gets_exact_close_frame(echo_hub):
+    ws = RawSocket(echo_hub.host, echo_hub.port)
+    ws.sock.sendall(b"\x81\x05Hello")  # unmasked client frame
+    opcode, payload, raw = ws.read_frame()
+    assert raw == b"\x88\x1e\x03\xea" + b"client frames must be masked"
+    assert ws.read_eof()
+
+
+def test_slow_consumer_is_closed_at_its_budget(hub_factory):
+    budget = 64 * 1024
+    hub = hub_factory("--echo", "--outbound-budget", str(budget), "--echo-max-message-size", "1024",
+                      "--close-timeout", "10")
+    ws = RawSocket(hub.host, hub.port, rcvbuf=4096)
+    message = b"m" * 1000
+    sent = 4000  # 4 MB of echoes: far more than the budget plus what the kernel buffers on loopback
+    frames = []
+    for i in range(sent):
+        frames.append(message)
+    for m in frames:
+        ws.send_frame(0x2, m)
+    # Now read again: everything queued before the budget ran out, then the close frame with 1013.
+    received = 0
+    while True:
+        opcode, payload, _ = ws.read_frame()
+        if opcode == 0x2:
+            assert payload == message
+            received += 1
+            continue
+        assert opcode == 0x8
+        assert close_code(payload) == 1013
+        assert payload[2:] == b"slow consumer: outbound budget exceeded"
+        break
+    # The hub stopped queueing at the budget instead of holding all 4 MB for this peer.
+    assert 0 < received < sent
+    ws.send_frame(0x8, struct.pack("!H", 1000))
+    assert ws.read_eof()
