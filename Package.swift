@@ -47,9 +47,20 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // Pure hub logic: events, tokens, ingestion rules, sessions, the router and the embedded broker. No sockets.
+        .target(
+            name: "HubCore",
+            dependencies: [
+                "HubProtocol",
+                "HubNative",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "HubServer",
             dependencies: [
+                "HubCore",
                 "HubProtocol",
                 "HubNative",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -62,6 +73,7 @@ let package = Package(
             name: "hub",
             dependencies: [
                 "HubServer",
+                "HubCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -73,6 +85,10 @@ let package = Package(
         .testTarget(
             name: "HubProtocolTests",
             dependencies: ["HubProtocol", "HubNative", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "HubCoreTests",
+            dependencies: ["HubCore", "HubProtocol", "HubNative", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "HubServerTests",

@@ -1,3 +1,4 @@
+import HubCore
 import HubProtocol
 import Logging
 import NIOCore
@@ -14,6 +15,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let encoder: HTTPResponseEncoder
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var head: HTTPRequestHead?
+    /// The body of an ingestion request, bounded by `maxIngestBytes`.
+    private var body: ByteBuffer?
     /// Set once a response that ends the connection has been sent; later input is ignored.
     private var done = false
     private var requestTimer: Scheduled<Void>?
@@ -54,12 +57,27 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     message: "request head larger than \(server.configuration.maxHeaderBytes) bytes", close: true)
                 return
             }
-            // Refuse a wrong method at once, without waiting for a body.
-            if let route = server.route(for: head.uri), route.isWebSocket, head.method != .GET {
+            switch server.route(for: head.uri) {
+            case .some(let route) where route.isWebSocket && head.method != .GET:
+                // Refuse a wrong method at once, without waiting for a body.
                 refuse(context: context, .methodNotAllowed(head.method.rawValue))
+            case .some(.stream) where head.method != .GET:
+                respond(context: context, status: .methodNotAllowed, code: "method_not_allowed", message: "use GET",
+                    close: true, extraHeaders: [("Allow", "GET")])
+            case .some(.ingest):
+                startIngest(context: context, head: head)
+            default:
+                break
             }
-        case .body:
-            break
+        case .body(var chunk):
+            guard body != nil else { return }
+            if body!.readableBytes + chunk.readableBytes > server.configuration.maxIngestBytes {
+                body = nil
+                respond(context: context, status: .payloadTooLarge, code: "payload_too_large",
+                    message: "body larger than \(server.configuration.maxIngestBytes) bytes", close: true)
+                return
+            }
+            body!.writeBuffer(&chunk)
         case .end:
             guard let head else { return }
             self.head = nil
@@ -91,6 +109,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .some(.echo):
             upgrade(context: context, head: head, application: EchoApplication(), maxMessageSize: server.configuration.echoMaxMessageSize,
                 budget: max(server.configuration.outboundBudget, 2 * server.configuration.echoMaxMessageSize + 1024))
+        case .some(.webSocket):
+            openHubSocket(context: context, head: head)
+        case .some(.stream(let topic)):
+            openStream(context: context, head: head, topic: topic)
+        case .some(.ingest):
+            finishIngest(context: context, head: head)
         case .some(.health):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
@@ -101,6 +125,174 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .none:
             respond(context: context, status: .notFound, code: "not_found", message: "no route for \(head.uri.redactedPath)",
                 close: isUpgrade || !head.isKeepAlive)
+        }
+    }
+
+    // MARK: Watchers
+
+    /// The watcher's token: `Authorization: Bearer`, then `access_token` in the query, then the `hub_token` cookie.
+    private func token(_ head: HTTPRequestHead, headerAndCookie: Bool) -> String? {
+        if headerAndCookie, let auth = head.headers.first(name: "Authorization") {
+            let parts = auth.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]).trimmingCharacters(in: " ") }
+        }
+        if let t = queryParameters(head.uri)["access_token"] { return t }
+        if headerAndCookie {
+            for cookieHeader in head.headers["Cookie"] {
+                for pair in cookieHeader.split(separator: ";") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    if kv.count == 2, kv[0].trimmingCharacters(in: " ") == "hub_token" {
+                        return String(kv[1]).trimmingCharacters(in: " ")
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    private func refuseToken(context: ChannelHandlerContext, _ failure: TokenVerifier.Failure) {
+        respond(context: context, status: .unauthorized, code: failure.code, message: failure.message, close: true,
+            extraHeaders: [("WWW-Authenticate", #"Bearer error="invalid_token""#)])
+    }
+
+    private func originRefused(context: ChannelHandlerContext, head: HTTPRequestHead) -> Bool {
+        let origin = head.headers.first(name: "Origin")
+        guard !server.originAllowed(origin) else { return false }
+        respond(context: context, status: .forbidden, code: "origin_not_allowed",
+            message: "origin \(origin ?? "") is not allowed to open streams", close: true)
+        return true
+    }
+
+    private func openHubSocket(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        guard !originRefused(context: context, head: head) else { return }
+        var principal: Principal?
+        if let token = token(head, headerAndCookie: false) {
+            do {
+                principal = try server.tokens.verify(token, now: server.nowSeconds)
+            } catch {
+                return refuseToken(context: context, error)
+            }
+        }
+        let session = HubSession(server: server, resources: server.loops.resources(for: context.eventLoop), principal: principal)
+        upgrade(context: context, head: head, application: session, maxMessageSize: server.configuration.maxMessageSize,
+            budget: server.configuration.outboundBudget)
+    }
+
+    private func openStream(context: ChannelHandlerContext, head: HTTPRequestHead, topic: TopicKey) {
+        guard !originRefused(context: context, head: head) else { return }
+        guard let token = token(head, headerAndCookie: true) else {
+            respond(context: context, status: .unauthorized, code: "unauthenticated",
+                message: "a token is required: Authorization: Bearer, ?access_token= or the hub_token cookie", close: true,
+                extraHeaders: [("WWW-Authenticate", "Bearer")])
+            return
+        }
+        let principal: Principal
+        do {
+            principal = try server.tokens.verify(token, now: server.nowSeconds)
+        } catch {
+            return refuseToken(context: context, error)
+        }
+        guard principal.grants(topic.workspace) else {
+            respond(context: context, status: .forbidden, code: "forbidden",
+                message: "the token does not grant workspace \(topic.workspace)", close: true)
+            return
+        }
+        var since: UInt64?
+        if let raw = head.headers.first(name: "Last-Event-ID") ?? queryParameters(head.uri)["last_event_id"] {
+            guard let n = UInt64(raw.trimmingCharacters(in: " ")) else {
+                respond(context: context, status: .badRequest, code: "invalid_last_event_id",
+                    message: "Last-Event-ID must be a sequence number", close: true)
+                return
+            }
+            since = n
+        }
+        guard server.limiter.acquire(topic.workspace) else {
+            respond(context: context, status: .tooManyRequests, code: "too_many_streams",
+                message: "workspace \(topic.workspace) already has \(server.configuration.maxSSEPerWorkspace) open streams",
+                close: true, extraHeaders: [("Retry-After", "5")])
+            return
+        }
+        done = true
+        requestTimer?.cancel()
+        let stream = SSEHandler(server: server, resources: server.loops.resources(for: context.eventLoop), topic: topic,
+            since: since, principal: principal)
+        let channel = context.channel
+        do {
+            let ops = channel.pipeline.syncOperations
+            try ops.addHandler(stream)
+            ops.removeHandler(context: context, promise: nil)
+            ops.removeHandler(encoder, promise: nil)
+            ops.removeHandler(decoder, promise: nil)
+            stream.start()
+        } catch {
+            server.limiter.release(topic.workspace)
+            channel.close(promise: nil)
+        }
+    }
+
+    // MARK: Ingestion
+
+    private func startIngest(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        guard head.method == .POST else {
+            respond(context: context, status: .methodNotAllowed, code: "method_not_allowed", message: "use POST",
+                close: true, extraHeaders: [("Allow", "POST")])
+            return
+        }
+        let type = head.headers.first(name: "Content-Type")?.split(separator: ";").first?.trimmingCharacters(in: " ").lowercased()
+        guard type == "application/json" else {
+            respond(context: context, status: .unsupportedMediaType, code: "unsupported_media_type",
+                message: "Content-Type must be application/json", close: true)
+            return
+        }
+        if let length = head.headers.first(name: "Content-Length").flatMap({ Int($0) }), length > server.configuration.maxIngestBytes {
+            respond(context: context, status: .payloadTooLarge, code: "payload_too_large",
+                message: "body larger than \(server.configuration.maxIngestBytes) bytes", close: true)
+            return
+        }
+        body = context.channel.allocator.buffer(capacity: 0)
+    }
+
+    private func finishIngest(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        guard let body else { return }
+        self.body = nil
+        let keepAlive = head.isKeepAlive
+        let bytes = body.readableBytesView
+        do {
+            try server.engine.verify(timestamp: head.headers.first(name: "X-Hub-Timestamp"),
+                signature: head.headers.first(name: "X-Hub-Signature"), body: bytes, now: server.nowSeconds)
+        } catch {
+            respond(context: context, status: HTTPResponseStatus(statusCode: error.status), code: error.code,
+                message: error.message, close: !keepAlive)
+            return
+        }
+        let events: [ProgressEvent]
+        do {
+            events = try server.ingestDecoder.decode(bytes, now: server.wallClock())
+        } catch {
+            switch error {
+            case .invalidJSON(let why):
+                respond(context: context, status: .badRequest, code: "invalid_json", message: why, close: !keepAlive)
+            case .invalidEvent(let field, let message):
+                respond(context: context, status: .badRequest, code: "invalid_event",
+                    message: field.isEmpty ? message : "\(field) \(message)", close: !keepAlive, field: field)
+            }
+            return
+        }
+        let resources = server.loops.resources(for: context.eventLoop)
+        server.broker.publish(events, on: context.eventLoop, encoder: resources.encoder).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let results):
+                let accepted = JSON.array(results.map { r in
+                    .object([("execution_id", .string(r.topic.execution)), ("workspace_id", .string(r.topic.workspace)),
+                        ("seq", .number(Double(r.seq))), ("duplicate", .bool(r.duplicate))])
+                })
+                self.respondJSON(context: context, status: .accepted, json: .object([("accepted", accepted)]), close: !keepAlive)
+            case .failure(let error):
+                var retry = 1
+                if case BrokerError.unavailable(let seconds)? = error as? BrokerError { retry = seconds }
+                self.respond(context: context, status: .serviceUnavailable, code: "unavailable",
+                    message: "events could not be stored; retry", close: !keepAlive, extraHeaders: [("Retry-After", String(retry))])
+            }
         }
     }
 
@@ -158,6 +350,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             ops.removeHandler(context: context, promise: nil)
             ops.removeHandler(encoder, promise: nil)
             ops.removeHandler(decoder, promise: nil)
+            handler.start()
         } catch {
             server.logger.error("upgrade failed", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
@@ -166,18 +359,26 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             "deflate": "\(acceptance.deflate?.responseHeader ?? "none")"])
     }
 
-    /// Sends a JSON answer (`{"error":…,"message":…}` for refusals) and closes the connection if asked.
+    /// Sends a JSON refusal `{"error":…,"message":…[,"field":…]}` (or `{"status":…}` when `code` is nil).
     private func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, code: String?, message: String,
-        close: Bool, extraHeaders: [(name: String, value: String)] = [])
+        close: Bool, extraHeaders: [(name: String, value: String)] = [], field: String? = nil)
+    {
+        var fields: [(String, JSON)]
+        if let code {
+            fields = [("error", .string(code)), ("message", .string(message))]
+            if let field { fields.append(("field", .string(field))) }
+        } else {
+            fields = [("status", .string(message))]
+        }
+        respondJSON(context: context, status: status, json: .object(fields), close: close, extraHeaders: extraHeaders)
+    }
+
+    private func respondJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, json: JSON, close: Bool,
+        extraHeaders: [(name: String, value: String)] = [])
     {
         if close { done = true }
         requestTimer?.cancel()
-        var body = context.channel.allocator.buffer(capacity: 64 + message.utf8.count)
-        if let code {
-            body.writeString(#"{"error":"\#(code)","message":\#(jsonString(message))}"#)
-        } else {
-            body.writeString(#"{"status":\#(jsonString(message))}"#)
-        }
+        var body = ByteBuffer(string: json.serialized)
         body.writeString("\n")
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")
@@ -214,21 +415,15 @@ extension String {
     }
 }
 
-/// A JSON string literal for `s`.
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20:
-            let hex = Array("0123456789abcdef")
-            out += "\\u00" + String(hex[Int(scalar.value >> 4)]) + String(hex[Int(scalar.value & 15)])
-        default: out.unicodeScalars.append(scalar)
-        }
+extension String {
+    func trimmingCharacters(in set: Character) -> String {
+        var s = Substring(self)
+        while s.first == set { s.removeFirst() }
+        while s.last == set { s.removeLast() }
+        return String(s)
     }
-    return out + "\""
+}
+
+extension Substring {
+    func trimmingCharacters(in set: Character) -> String { String(self).trimmingCharacters(in: set) }
 }

@@ -1,35 +1,8 @@
+import HubCore
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-
-enum Route {
-    case echo
-    case health
-
-    var isWebSocket: Bool {
-        switch self {
-        case .echo: return true
-        case .health: return false
-        }
-    }
-}
-
-/// What every connection of a server shares; immutable after start.
-struct ServerContext: Sendable {
-    let configuration: ServerConfiguration
-    let loops: LoopResourceTable
-    let logger: Logger
-
-    func route(for uri: String) -> Route? {
-        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
-        switch path {
-        case "/ws/echo": return configuration.echo ? .echo : nil
-        case "/healthz": return .health
-        default: return nil
-        }
-    }
-}
 
 /// The hub's listener: SwiftNIO carries the bytes, NIOHTTP1 parses requests, and the hub speaks WebSocket itself.
 public final class HubServer: Sendable {
@@ -43,11 +16,27 @@ public final class HubServer: Sendable {
 
     /// Binds and starts serving.
     public static func start(configuration: ServerConfiguration, logger: Logger) async throws -> HubServer {
+        var configuration = configuration
         try configuration.validate()
+        if configuration.tokenSecret.isEmpty {
+            configuration.tokenSecret = randomSecret()
+            logger.warning("no token secret configured (HUB_TOKEN_SECRET): using a random one; only this process can mint tokens")
+        }
+        if configuration.engineSecret.isEmpty {
+            configuration.engineSecret = randomSecret()
+            logger.warning("no engine secret configured (HUB_ENGINE_SECRET): using a random one; ingestion will refuse every request")
+        }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let context = ServerContext(configuration: configuration,
-            loops: LoopResourceTable(group: group, deflateWindowBits: configuration.deflateWindowBits), logger: logger)
+        let broker = MemoryBroker(configuration: configuration.memoryBrokerConfiguration, clock: ServerContext.systemWallClock)
+        let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group), logger: logger,
+            broker: broker, limiter: LocalStreamLimiter(limit: configuration.maxSSEPerWorkspace),
+            tokens: TokenVerifier(secret: Array(configuration.tokenSecret.utf8)),
+            engine: EngineSignature(secret: Array(configuration.engineSecret.utf8),
+                maxSkewSeconds: Int64(configuration.engineClockSkewSeconds)),
+            wallClock: ServerContext.systemWallClock)
+        // Expire history in the background, on one loop.
+        group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in broker.sweep() }
         let budget = configuration.outboundBudget
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -91,4 +80,14 @@ public final class HubServer: Sendable {
         try? await channel.close()
         try await group.shutdownGracefully()
     }
+}
+
+/// 32 random bytes, hex-encoded.
+func randomSecret() -> String {
+    var rng = SystemRandomNumberGenerator()
+    return (0..<32).map { _ in
+        let b = UInt8.random(in: 0...255, using: &rng)
+        let hex = Array("0123456789abcdef")
+        return String(hex[Int(b >> 4)]) + String(hex[Int(b & 15)])
+    }.joined()
 }

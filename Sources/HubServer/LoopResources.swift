@@ -1,3 +1,4 @@
+import HubCore
 import HubNative
 import NIOCore
 
@@ -9,11 +10,23 @@ import NIOCore
 final class LoopResources: @unchecked Sendable {
     let eventLoop: EventLoop
     let inflater = Inflater()
-    let deflater: Deflater
+    /// This loop's subscription table.
+    let router: LoopRouter
+    /// Encodes events published from this loop (owns its own deflater).
+    let encoder = EventEncoder()
+    /// Deflaters by window size: a connection's frames must use a window no larger than it agreed to.
+    private var deflaters: [Int: Deflater] = [:]
 
-    init(eventLoop: EventLoop, deflateWindowBits: Int) {
+    init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
-        self.deflater = Deflater(windowBits: deflateWindowBits)
+        self.router = LoopRouter(eventLoop: eventLoop)
+    }
+
+    func deflater(windowBits: Int) -> Deflater {
+        if let d = deflaters[windowBits] { return d }
+        let d = Deflater(windowBits: windowBits)
+        deflaters[windowBits] = d
+        return d
     }
 }
 
@@ -21,10 +34,10 @@ final class LoopResources: @unchecked Sendable {
 struct LoopResourceTable: Sendable {
     private let table: [ObjectIdentifier: LoopResources]
 
-    init(group: EventLoopGroup, deflateWindowBits: Int) {
+    init(group: EventLoopGroup) {
         var table: [ObjectIdentifier: LoopResources] = [:]
         for loop in group.makeIterator() {
-            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop, deflateWindowBits: deflateWindowBits)
+            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop)
         }
         self.table = table
     }

@@ -1,3 +1,4 @@
+import HubCore
 import HubProtocol
 
 /// Everything `hub serve` can be told. Every limit is a named setting with a safe default.
@@ -31,12 +32,47 @@ public struct ServerConfiguration: Sendable {
     public var deflate = true
     public var deflateWindowBits = 15
 
+    // MARK: Execution streams
+
+    /// Secret that signs watchers' HS256 tokens (`hub token` uses it too). Empty: a random one is made at start,
+    /// so only tokens minted by this process verify.
+    public var tokenSecret = ""
+    /// Secret the engine signs its progress reports with (HMAC-SHA256 over timestamp and body). Empty: random.
+    public var engineSecret = ""
+    /// Seconds an engine timestamp may differ from the hub's clock before the request counts as stale.
+    public var engineClockSkewSeconds = 300
+    /// Largest ingestion body in bytes (413 beyond).
+    public var maxIngestBytes = 1024 * 1024
+    /// Browser origins allowed to open streams; "*" allows any. Requests without an Origin header are allowed.
+    public var allowedOrigins: [String] = ["*"]
+    /// Subscriptions one WebSocket may hold.
+    public var maxSubscriptionsPerSocket = 100
+    /// Concurrent SSE streams per workspace.
+    public var maxSSEPerWorkspace = 5
+    /// Seconds before a stream is closed with a hint to reconnect (bounds how long any connection lives).
+    public var maxConnectionAgeSeconds = 1800.0
+    /// Reconnection delay suggested to EventSource clients, milliseconds.
+    public var sseRetryMilliseconds = 3000
+    /// Seconds of history kept after an execution's last event.
+    public var historyTTLSeconds = 300.0
+    /// History bounds.
+    public var maxEventsPerExecution = 1000
+    public var maxEventsTotal = 100_000
+
     /// The conformance-test echo route `/ws/echo`: off unless asked for.
     public var echo = false
     /// Message and frame limit on the echo route (Autobahn sends 16 MiB messages in cases 9.*).
     public var echoMaxMessageSize = 20 * 1024 * 1024
 
     public init() {}
+
+    var memoryBrokerConfiguration: MemoryBroker.Configuration {
+        var c = MemoryBroker.Configuration()
+        c.historyTTLMilliseconds = Int64(historyTTLSeconds * 1000)
+        c.maxEventsPerExecution = maxEventsPerExecution
+        c.maxEventsTotal = maxEventsTotal
+        return c
+    }
 
     var deflatePolicy: PerMessageDeflate.Policy {
         .init(enabled: deflate, maxWindowBits: deflateWindowBits)
@@ -59,6 +95,18 @@ public struct ServerConfiguration: Sendable {
         try require(outboundBudget >= 1024, "outbound-budget", "must be at least 1024 bytes")
         try require((64...65536).contains(receiveBufferInitial), "receive-buffer", "must be 64...65536 bytes")
         try require((9...15).contains(deflateWindowBits), "deflate-window-bits", "must be 9...15")
+        try require(tokenSecret.isEmpty || tokenSecret.utf8.count >= 16, "token-secret", "must be at least 16 bytes")
+        try require(engineSecret.isEmpty || engineSecret.utf8.count >= 16, "engine-secret", "must be at least 16 bytes")
+        try require(engineClockSkewSeconds > 0, "engine-clock-skew", "must be more than 0 seconds")
+        try require(maxIngestBytes >= 1024, "max-ingest-bytes", "must be at least 1024 bytes")
+        try require(!allowedOrigins.isEmpty, "allowed-origin", "needs at least one origin, or *")
+        try require(maxSubscriptionsPerSocket >= 1, "max-subscriptions", "must be at least 1")
+        try require(maxSSEPerWorkspace >= 1, "max-sse-per-workspace", "must be at least 1")
+        try require(maxConnectionAgeSeconds > 0, "max-connection-age", "must be more than 0 seconds")
+        try require(sseRetryMilliseconds >= 0, "sse-retry", "must be 0 or more milliseconds")
+        try require(historyTTLSeconds > 0, "history-ttl", "must be more than 0 seconds")
+        try require(maxEventsPerExecution >= 1, "max-events-per-execution", "must be at least 1")
+        try require(maxEventsTotal >= maxEventsPerExecution, "max-events-total", "must be at least max-events-per-execution")
         try require(echoMaxMessageSize >= 125, "echo-max-message-size", "must be at least 125 bytes")
     }
 }

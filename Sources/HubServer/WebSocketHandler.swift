@@ -53,6 +53,10 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw frames.
+    func start() {
         application.didOpen(self)
         scheduleTick(now: Self.now())
     }
@@ -126,9 +130,9 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Encodes and writes one message, compressed when permessage-deflate is in use.
     func send(_ opcode: Opcode, _ payload: ByteBuffer) {
         guard let context else { return }
-        if connection.deflate != nil {
+        if let deflate = connection.deflate {
             var compressed = context.channel.allocator.buffer(capacity: payload.readableBytes / 2 + 16)
-            resources.deflater.compressMessage(payload, into: &compressed)
+            resources.deflater(windowBits: deflate.serverMaxWindowBits).compressMessage(payload, into: &compressed)
             write(frame: FrameEncoder.frame(opcode: opcode, rsv1: true, payload: compressed))
         } else {
             write(frame: FrameEncoder.frame(opcode: opcode, payload: payload))

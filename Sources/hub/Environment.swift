@@ -14,3 +14,9 @@ enum Environment {
 func flushStandardOutput() {
     fflush(nil)  // NULL flushes every output stream, stdout included
 }
+
+func unixSeconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec)
+}

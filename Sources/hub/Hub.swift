@@ -7,7 +7,7 @@ struct Hub: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hub",
         abstract: "Streams live workflow-execution events to browsers over WebSocket and Server-Sent Events.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Token.self, Simulate.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -20,6 +20,15 @@ func setting<T>(_ flag: T?, env name: String, parse: (String) -> T?) throws -> T
         throw ValidationError("environment variable \(name)='\(raw)' is not a valid value")
     }
     return value
+}
+
+extension String {
+    func trimmingCharacters(in c: Character) -> String {
+        var s = Substring(self)
+        while s.first == c { s.removeFirst() }
+        while s.last == c { s.removeLast() }
+        return String(s)
+    }
 }
 
 func parseBool(_ s: String) -> Bool? {
@@ -60,6 +69,22 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Offer permessage-deflate: true or false (HUB_DEFLATE; default true).") var deflate: Bool?
     @Option(help: "Largest deflate window the hub compresses with, 9-15 (HUB_DEFLATE_WINDOW_BITS; default 15).")
     var deflateWindowBits: Int?
+    @Option(help: "Secret that verifies watchers' HS256 tokens, at least 16 bytes (HUB_TOKEN_SECRET; default: random).")
+    var tokenSecret: String?
+    @Option(help: "Secret the engine signs progress reports with, at least 16 bytes (HUB_ENGINE_SECRET; default: random).")
+    var engineSecret: String?
+    @Option(help: "Seconds an engine timestamp may be off (HUB_ENGINE_CLOCK_SKEW; default 300).") var engineClockSkew: Int?
+    @Option(help: "Largest ingestion body, bytes (HUB_MAX_INGEST_BYTES; default 1048576).") var maxIngestBytes: Int?
+    @Option(help: "Browser origin allowed to open streams; repeat for several; * for any (HUB_ALLOWED_ORIGINS, comma-separated; default *).")
+    var allowedOrigin: [String] = []
+    @Option(help: "Subscriptions per WebSocket (HUB_MAX_SUBSCRIPTIONS; default 100).") var maxSubscriptions: Int?
+    @Option(help: "Concurrent SSE streams per workspace (HUB_MAX_SSE_PER_WORKSPACE; default 5).") var maxSsePerWorkspace: Int?
+    @Option(help: "Seconds a stream lives before it is told to reconnect (HUB_MAX_CONNECTION_AGE; default 1800).")
+    var maxConnectionAge: Double?
+    @Option(help: "Reconnection delay suggested to EventSource clients, ms (HUB_SSE_RETRY; default 3000).") var sseRetry: Int?
+    @Option(help: "Seconds of history kept after an execution's last event (HUB_HISTORY_TTL; default 300).") var historyTtl: Double?
+    @Option(help: "Events of history per execution (HUB_MAX_EVENTS_PER_EXECUTION; default 1000).") var maxEventsPerExecution: Int?
+    @Option(help: "Events of history in all (HUB_MAX_EVENTS_TOTAL; default 100000).") var maxEventsTotal: Int?
     @Flag(help: "Serve the conformance-test echo route /ws/echo (HUB_ECHO=true).") var echo = false
     @Option(help: "Message limit on /ws/echo, bytes (HUB_ECHO_MAX_MESSAGE_SIZE; default 20971520).") var echoMaxMessageSize: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (HUB_LOG_LEVEL; default info).")
@@ -81,6 +106,19 @@ struct Serve: AsyncParsableCommand {
         if let v = try setting(receiveBuffer, env: "HUB_RECEIVE_BUFFER", parse: { Int($0) }) { c.receiveBufferInitial = v }
         if let v = try setting(deflate, env: "HUB_DEFLATE", parse: parseBool) { c.deflate = v }
         if let v = try setting(deflateWindowBits, env: "HUB_DEFLATE_WINDOW_BITS", parse: { Int($0) }) { c.deflateWindowBits = v }
+        if let v = try setting(tokenSecret, env: "HUB_TOKEN_SECRET", parse: { $0 }) { c.tokenSecret = v }
+        if let v = try setting(engineSecret, env: "HUB_ENGINE_SECRET", parse: { $0 }) { c.engineSecret = v }
+        if let v = try setting(engineClockSkew, env: "HUB_ENGINE_CLOCK_SKEW", parse: { Int($0) }) { c.engineClockSkewSeconds = v }
+        if let v = try setting(maxIngestBytes, env: "HUB_MAX_INGEST_BYTES", parse: { Int($0) }) { c.maxIngestBytes = v }
+        if let v = try setting(allowedOrigin.isEmpty ? nil : allowedOrigin, env: "HUB_ALLOWED_ORIGINS",
+            parse: { $0.split(separator: ",").map { String($0).trimmingCharacters(in: " ") } }) { c.allowedOrigins = v }
+        if let v = try setting(maxSubscriptions, env: "HUB_MAX_SUBSCRIPTIONS", parse: { Int($0) }) { c.maxSubscriptionsPerSocket = v }
+        if let v = try setting(maxSsePerWorkspace, env: "HUB_MAX_SSE_PER_WORKSPACE", parse: { Int($0) }) { c.maxSSEPerWorkspace = v }
+        if let v = try setting(maxConnectionAge, env: "HUB_MAX_CONNECTION_AGE", parse: { Double($0) }) { c.maxConnectionAgeSeconds = v }
+        if let v = try setting(sseRetry, env: "HUB_SSE_RETRY", parse: { Int($0) }) { c.sseRetryMilliseconds = v }
+        if let v = try setting(historyTtl, env: "HUB_HISTORY_TTL", parse: { Double($0) }) { c.historyTTLSeconds = v }
+        if let v = try setting(maxEventsPerExecution, env: "HUB_MAX_EVENTS_PER_EXECUTION", parse: { Int($0) }) { c.maxEventsPerExecution = v }
+        if let v = try setting(maxEventsTotal, env: "HUB_MAX_EVENTS_TOTAL", parse: { Int($0) }) { c.maxEventsTotal = v }
         if let v = try setting(echo ? true : nil, env: "HUB_ECHO", parse: parseBool) { c.echo = v }
         if let v = try setting(echoMaxMessageSize, env: "HUB_ECHO_MAX_MESSAGE_SIZE", parse: { Int($0) }) { c.echoMaxMessageSize = v }
         do {

@@ -63,3 +63,19 @@ def test_close_handshake_echoes_code(echo_hub):
             assert ws.protocol.close_rcvd.code == 4001
             assert ws.protocol.close_rcvd.reason == ""
     asyncio.run(run())
+
+
+def test_negotiated_small_server_window_is_honoured(echo_hub):
+    """A client that allows the hub only a 512-byte window (server_max_window_bits=9) must get frames that
+    inflate with that window, even for messages that repeat content from further back."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    async def run():
+        factory = ClientPerMessageDeflateFactory(server_max_window_bits=9, client_max_window_bits=True)
+        async with connect(echo_hub.url + "/ws/echo", extensions=[factory], compression=None, max_size=None) as ws:
+            assert ws.response.headers["Sec-WebSocket-Extensions"].endswith("server_max_window_bits=9")
+            block = os.urandom(2048)
+            payload = block * 16  # repeats at a distance of 2048 bytes: a 15-bit window would reach back that far
+            await ws.send(payload)
+            assert await ws.recv() == payload
+    asyncio.run(run())

@@ -1,0 +1,44 @@
+import HubNative
+import HubProtocol
+import NIOCore
+
+/// One event in every wire form, built once and then written as the same buffers to every subscriber.
+public final class EncodedEvent: Sendable {
+    public let topic: TopicKey
+    public let seq: UInt64
+    public let type: EventType
+    /// The delivered event object (Protocol/README.md §2), compact JSON.
+    public let json: String
+    /// A complete unmasked WebSocket text frame: `{"type":"event",…}`.
+    public let webSocketFrame: ByteBuffer
+    /// The same message compressed (RFC 7692, RSV1 set). Compressed without context and with a 512-byte window, so
+    /// one frame is valid for every connection whatever window it agreed to (the hub never agrees to less than 9).
+    public let webSocketDeflatedFrame: ByteBuffer
+    /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event.
+    public let sse: ByteBuffer
+
+    /// The window every shared compressed frame uses.
+    public static let sharedDeflateWindowBits = 9
+
+    public init(_ sequenced: SequencedEvent, deflater: Deflater) {
+        topic = sequenced.event.topic
+        seq = sequenced.seq
+        type = sequenced.event.type
+        let json = sequenced.event.deliveredJSON(seq: sequenced.seq).serialized
+        self.json = json
+        // `{"type":"event",` followed by the delivered object without its opening brace.
+        var message = ByteBuffer()
+        message.reserveCapacity(json.utf8.count + 16)
+        message.writeStaticString(#"{"type":"event","#)
+        message.writeSubstring(json.dropFirst())
+        webSocketFrame = FrameEncoder.frame(opcode: .text, payload: message)
+        var compressed = ByteBuffer()
+        deflater.compressMessage(message, into: &compressed)
+        webSocketDeflatedFrame = FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed)
+        // The JSON holds no raw line breaks (they are escaped), so it is one data line.
+        var sse = ByteBuffer()
+        sse.reserveCapacity(json.utf8.count + 40)
+        try! SSEEncoder.writeEvent(into: &sse, id: String(sequenced.seq), event: sequenced.event.type.rawValue, data: json)
+        self.sse = sse
+    }
+}

@@ -1,0 +1,98 @@
+import NIOCore
+
+/// Where a subscription's events go: a WebSocket session or an SSE stream. Called on the sink's event loop.
+public protocol EventSink: AnyObject {
+    /// Writes the event (without flushing: the sink flushes once per loop tick).
+    func write(_ event: EncodedEvent, for subscription: Subscription)
+}
+
+/// One watcher's interest in one execution.
+public final class Subscription {
+    public let topic: TopicKey
+    public unowned let sink: EventSink
+    /// The newest seq this subscription has received; the router skips anything at or below it.
+    public var lastSeq: UInt64
+    /// False once unsubscribed: queued deliveries for it are dropped.
+    public internal(set) var active = true
+    /// Live events that arrived while the broker's answer was pending (nil once the subscription is live).
+    var held: [EncodedEvent]?
+
+    public init(topic: TopicKey, sink: EventSink, lastSeq: UInt64) {
+        self.topic = topic
+        self.sink = sink
+        self.lastSeq = lastSeq
+    }
+}
+
+/// The subscription table of one event loop. The broker hands it each event once per loop (one thread hop per
+/// event per loop, not per subscriber), and it writes the same encoded buffers to every local subscription.
+///
+/// Confined to its event loop: every method must be called on `eventLoop`.
+public final class LoopRouter: @unchecked Sendable {
+    public let eventLoop: EventLoop
+    private var table: [TopicKey: [Subscription]] = [:]
+    public private(set) var deliveredCount = 0
+
+    public init(eventLoop: EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Number of local subscriptions (for metrics and tests).
+    public var subscriptionCount: Int { table.values.reduce(0) { $0 + $1.count } }
+
+    public func subscriptions(for topic: TopicKey) -> [Subscription] { table[topic] ?? [] }
+
+    /// Subscribes `sink` to `topic`: registers with the broker, writes the replay, then live events follow.
+    /// Live events that arrive before the broker's answer are held and written after the replay, minus any the
+    /// replay already contained, so the join has no gap and no duplicate whatever the broker's timing.
+    /// - Parameter onReady: called with the broker's answer just before the replay is written.
+    public func subscribe(_ topic: TopicKey, since: UInt64?, sink: EventSink, broker: Broker,
+        onReady: @escaping (Subscription, SubscribeResult) -> Void) -> Subscription
+    {
+        eventLoop.preconditionInEventLoop()
+        let subscription = Subscription(topic: topic, sink: sink, lastSeq: 0)
+        subscription.held = []
+        table[topic, default: []].append(subscription)
+        broker.subscribe(topic, since: since, router: self).assumeIsolated().whenSuccess { result in
+            guard subscription.active else { return }
+            let held = subscription.held ?? []
+            subscription.held = nil
+            // Without `since` the subscription starts live, after the head; with it, after `since`.
+            subscription.lastSeq = since.map { min($0, result.headSeq) } ?? result.headSeq
+            onReady(subscription, result)
+            for event in result.replay + held where event.seq > subscription.lastSeq {
+                subscription.lastSeq = event.seq
+                subscription.sink.write(event, for: subscription)
+            }
+        }
+        return subscription
+    }
+
+    public func unsubscribe(_ subscription: Subscription, broker: Broker) {
+        eventLoop.preconditionInEventLoop()
+        guard subscription.active else { return }
+        subscription.active = false
+        if var list = table[subscription.topic] {
+            list.removeAll { $0 === subscription }
+            table[subscription.topic] = list.isEmpty ? nil : list
+        }
+        broker.unsubscribe(subscription.topic, router: self)
+    }
+
+    /// Called by the broker on this loop, in seq order per topic.
+    public func deliver(_ events: [EncodedEvent]) {
+        for event in events {
+            guard let list = table[event.topic] else { continue }
+            for subscription in list where subscription.active {
+                if subscription.held != nil {
+                    subscription.held!.append(event)
+                    continue
+                }
+                guard event.seq > subscription.lastSeq else { continue }
+                subscription.lastSeq = event.seq
+                subscription.sink.write(event, for: subscription)
+                deliveredCount += 1
+            }
+        }
+    }
+}

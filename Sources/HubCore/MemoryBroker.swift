@@ -1,0 +1,174 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The embedded broker: history in memory, fan-out to the event loops that have watchers. One process only.
+///
+/// History per execution is kept `historyTTL` after its last event and bounded in events per execution and in
+/// total (the least recently active executions lose their history first). The seq counter outlives the history
+/// (`counterTTL`), so an execution that goes quiet and resumes continues its numbering.
+public final class MemoryBroker: Broker {
+    public struct Configuration: Sendable {
+        public var historyTTLMilliseconds: Int64 = 5 * 60 * 1000
+        public var maxEventsPerExecution = 1000
+        public var maxEventsTotal = 100_000
+        public var counterTTLMilliseconds: Int64 = 24 * 3600 * 1000
+        public init() {}
+    }
+
+    private struct RouterRef {
+        let router: LoopRouter
+        var count: Int
+    }
+
+    private struct ExecutionLog {
+        var events: [EncodedEvent] = []
+        var lastSeq: UInt64 = 0
+        var lastEventAt: Int64 = 0
+        var idempotency: [String: UInt64] = [:]
+        var idempotencyOrder: [String] = []
+        var routers: [ObjectIdentifier: RouterRef] = [:]
+    }
+
+    private struct State {
+        var logs: [TopicKey: ExecutionLog] = [:]
+        var totalEvents = 0
+    }
+
+    public let configuration: Configuration
+    private let state = NIOLockedValueBox(State())
+    private let clock: @Sendable () -> Int64
+
+    /// - Parameter clock: Unix milliseconds; injectable so that expiry is testable without waiting.
+    public init(configuration: Configuration = .init(), clock: @escaping @Sendable () -> Int64) {
+        self.configuration = configuration
+        self.clock = clock
+    }
+
+    /// Events held in history across all executions.
+    public var storedEventCount: Int { state.withLockedValue { $0.totalEvents } }
+
+    public func publish(_ events: [ProgressEvent], on eventLoop: EventLoop, encoder: EventEncoder) -> EventLoopFuture<[PublishResult]> {
+        let now = clock()
+        let config = configuration
+        let results = state.withLockedValue { state -> [PublishResult] in
+            var results: [PublishResult] = []
+            results.reserveCapacity(events.count)
+            // Deliveries per router, in order, so each loop gets one hop for the whole batch.
+            var outgoing: [ObjectIdentifier: (LoopRouter, [EncodedEvent])] = [:]
+            for event in events {
+                var log = state.logs[event.topic] ?? ExecutionLog()
+                if log.lastEventAt + config.historyTTLMilliseconds < now, !log.events.isEmpty {
+                    state.totalEvents -= log.events.count
+                    log.events.removeAll()
+                }
+                if let key = event.idempotencyKey, let seq = log.idempotency[key] {
+                    results.append(PublishResult(topic: event.topic, seq: seq, duplicate: true))
+                    state.logs[event.topic] = log
+                    continue
+                }
+                log.lastSeq += 1
+                log.lastEventAt = now
+                let encoded = encoder.encode(SequencedEvent(seq: log.lastSeq, event: event))
+                log.events.append(encoded)
+                state.totalEvents += 1
+                if log.events.count > config.maxEventsPerExecution {
+                    let drop = log.events.count - config.maxEventsPerExecution
+                    log.events.removeFirst(drop)
+                    state.totalEvents -= drop
+                }
+                if let key = event.idempotencyKey {
+                    log.idempotency[key] = log.lastSeq
+                    log.idempotencyOrder.append(key)
+                    if log.idempotencyOrder.count > 2 * config.maxEventsPerExecution {
+                        let old = log.idempotencyOrder.removeFirst()
+                        log.idempotency[old] = nil
+                    }
+                }
+                for (id, ref) in log.routers {
+                    outgoing[id, default: (ref.router, [])].1.append(encoded)
+                }
+                results.append(PublishResult(topic: event.topic, seq: log.lastSeq, duplicate: false))
+                state.logs[event.topic] = log
+            }
+            if state.totalEvents > config.maxEventsTotal { Self.evict(&state, below: config.maxEventsTotal) }
+            // Enqueued under the lock: each loop receives every execution's events in seq order.
+            for (_, (router, batch)) in outgoing {
+                router.eventLoop.execute { router.deliver(batch) }
+            }
+            return results
+        }
+        return eventLoop.makeSucceededFuture(results)
+    }
+
+    /// Drops the history of the least recently active executions until at most `limit` events remain.
+    private static func evict(_ state: inout State, below limit: Int) {
+        let order = state.logs.filter { !$0.value.events.isEmpty }.sorted { $0.value.lastEventAt < $1.value.lastEventAt }
+        for (topic, _) in order where state.totalEvents > limit {
+            let n = state.logs[topic]!.events.count
+            state.logs[topic]!.events.removeAll()
+            state.totalEvents -= n
+        }
+    }
+
+    public func subscribe(_ topic: TopicKey, since: UInt64?, router: LoopRouter) -> EventLoopFuture<SubscribeResult> {
+        let now = clock()
+        let ttl = configuration.historyTTLMilliseconds
+        let result = state.withLockedValue { state -> SubscribeResult in
+            var log = state.logs[topic] ?? ExecutionLog()
+            log.routers[ObjectIdentifier(router), default: RouterRef(router: router, count: 0)].count += 1
+            if log.lastEventAt + ttl < now, !log.events.isEmpty {
+                state.totalEvents -= log.events.count
+                log.events.removeAll()
+            }
+            state.logs[topic] = log
+            guard let since, since < log.lastSeq else {
+                return SubscribeResult(headSeq: log.lastSeq, replay: [], truncatedFirstSeq: nil)
+            }
+            let firstHeld = log.events.first?.seq ?? log.lastSeq + 1
+            let truncated: UInt64? = firstHeld > since + 1 ? firstHeld : nil
+            let replay = log.events.filter { $0.seq > since }
+            return SubscribeResult(headSeq: log.lastSeq, replay: replay, truncatedFirstSeq: truncated)
+        }
+        return router.eventLoop.makeSucceededFuture(result)
+    }
+
+    public func unsubscribe(_ topic: TopicKey, router: LoopRouter) {
+        state.withLockedValue { state in
+            guard var log = state.logs[topic] else { return }
+            let id = ObjectIdentifier(router)
+            if let ref = log.routers[id] {
+                log.routers[id] = ref.count > 1 ? RouterRef(router: ref.router, count: ref.count - 1) : nil
+            }
+            // An execution nobody watches and that never had an event leaves no trace.
+            if log.routers.isEmpty && log.lastSeq == 0 {
+                state.logs[topic] = nil
+            } else {
+                state.logs[topic] = log
+            }
+        }
+    }
+
+    /// Expires history `historyTTL` after each execution's last event, and forgets unwatched executions
+    /// `counterTTL` after it. The server calls this periodically.
+    public func sweep() {
+        let now = clock()
+        let config = configuration
+        state.withLockedValue { state in
+            for (topic, log) in state.logs {
+                if log.lastEventAt + config.historyTTLMilliseconds < now && !log.events.isEmpty {
+                    state.totalEvents -= log.events.count
+                    state.logs[topic]!.events.removeAll()
+                }
+                if log.lastEventAt + config.counterTTLMilliseconds < now && log.routers.isEmpty {
+                    state.totalEvents -= state.logs[topic]!.events.count
+                    state.logs[topic] = nil
+                }
+            }
+        }
+    }
+
+    /// The number of routers (event loops) registered for `topic`, for tests.
+    public func routerCount(for topic: TopicKey) -> Int {
+        state.withLockedValue { $0.logs[topic]?.routers.count ?? 0 }
+    }
+}

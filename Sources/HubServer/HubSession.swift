@@ -1,0 +1,210 @@
+import HubCore
+import HubProtocol
+import NIOCore
+
+/// The hub's multiplexed WebSocket protocol on one socket (Protocol/README.md, "WebSocket"): auth, subscribe and
+/// unsubscribe ops; events from many executions; heartbeats; token expiry.
+final class HubSession: WebSocketApplication, EventSink {
+    private let server: ServerContext
+    private let resources: LoopResources
+    private var principal: Principal?
+    private var subscriptions: [TopicKey: Subscription] = [:]
+    private weak var socket: WebSocketHandler?
+    private var heartbeat: Scheduled<Void>?
+    private var tokenTimers: [Scheduled<Void>] = []
+
+    init(server: ServerContext, resources: LoopResources, principal: Principal?) {
+        self.server = server
+        self.resources = resources
+        self.principal = principal
+    }
+
+    func didOpen(_ socket: WebSocketHandler) {
+        self.socket = socket
+        armHeartbeat()
+        if let principal { scheduleTokenTimers(principal) }
+        // Connections do not live forever: after the maximum age the client reconnects and resumes with `since`.
+        let age = nanoseconds(server.configuration.maxConnectionAgeSeconds)
+        tokenTimers.append(resources.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(age)) { [weak self] in
+            self?.socket?.close(code: .goingAway, reason: "max connection age")
+        })
+    }
+
+    /// `{"type":"heartbeat"}` every interval, so a browser can tell a silent hub from a dead one.
+    private func armHeartbeat() {
+        let interval = nanoseconds(server.configuration.heartbeatSeconds)
+        guard interval > 0 else { return }
+        heartbeat = resources.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(interval)) { [weak self] in
+            guard let self, let socket = self.socket else { return }
+            socket.write(frame: socket.compresses ? HubMessages.heartbeatDeflated : HubMessages.heartbeat)
+            self.armHeartbeat()
+        }
+    }
+
+    func didClose(_ socket: WebSocketHandler) {
+        heartbeat?.cancel()
+        tokenTimers.forEach { $0.cancel() }
+        tokenTimers.removeAll()
+        for subscription in subscriptions.values { resources.router.unsubscribe(subscription, broker: server.broker) }
+        subscriptions.removeAll()
+    }
+
+    // MARK: EventSink
+
+    func write(_ event: EncodedEvent, for subscription: Subscription) {
+        guard let socket else { return }
+        socket.write(frame: socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame)
+    }
+
+    // MARK: Client ops
+
+    func didReceive(_ message: WebSocketMessage, from socket: WebSocketHandler) {
+        guard case .text(let payload) = message else {
+            return sendError(id: nil, "invalid_message", "binary messages are not part of this protocol; send JSON text")
+        }
+        guard let value = try? JSON.parse(payload.readableBytesView, maxDepth: 4), case .object = value else {
+            return sendError(id: nil, "invalid_message", "each message must be a JSON object")
+        }
+        let id = value["id"]
+        if let id, id.integerValue == nil {
+            return sendError(id: nil, "invalid_message", "id must be an integer")
+        }
+        guard let op = value["op"]?.stringValue else {
+            return sendError(id: id, "invalid_message", "op is required")
+        }
+        switch op {
+        case "auth": auth(value, id: id)
+        case "subscribe": subscribe(value, id: id)
+        case "unsubscribe": unsubscribe(value, id: id)
+        default: sendError(id: id, "unknown_op", "unknown op '\(op)'; one of auth, subscribe, unsubscribe")
+        }
+    }
+
+    private func auth(_ value: JSON, id: JSON?) {
+        guard let token = value["token"]?.stringValue else { return sendError(id: id, "invalid_message", "token is required") }
+        let verified: Principal
+        do {
+            verified = try server.tokens.verify(token, now: server.nowSeconds)
+        } catch {
+            return sendError(id: id, error.code, error.message)
+        }
+        principal = verified
+        tokenTimers.forEach { $0.cancel() }
+        tokenTimers.removeAll()
+        scheduleTokenTimers(verified)
+        var reply: [(String, JSON)] = [("type", .string("authenticated"))]
+        if let id { reply.append(("id", id)) }
+        reply += [("sub", .string(verified.subject)), ("workspaces", .array(verified.workspaces.sorted().map { .string($0) })),
+            ("expires_at", .number(Double(verified.expiresAt)))]
+        send(.object(reply))
+        // A narrower token ends the subscriptions it no longer grants.
+        for (topic, subscription) in subscriptions where !verified.grants(topic.workspace) {
+            resources.router.unsubscribe(subscription, broker: server.broker)
+            subscriptions[topic] = nil
+            send(.object([("type", .string("unsubscribed")), ("workspace", .string(topic.workspace)),
+                ("execution", .string(topic.execution)), ("reason", .string("forbidden"))]))
+        }
+    }
+
+    private func topic(_ value: JSON, id: JSON?) -> TopicKey? {
+        guard let workspace = value["workspace"]?.stringValue, let execution = value["execution"]?.stringValue else {
+            sendError(id: id, "invalid_message", "workspace and execution are required strings")
+            return nil
+        }
+        let topic = TopicKey(workspace: workspace, execution: execution)
+        guard topic.isValid else {
+            sendError(id: id, "invalid_message", "workspace and execution must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+            return nil
+        }
+        return topic
+    }
+
+    private func subscribe(_ value: JSON, id: JSON?) {
+        guard let topic = topic(value, id: id) else { return }
+        var since: UInt64?
+        if let s = value["since"] {
+            guard let n = s.integerValue, n >= 0 else { return sendError(id: id, "invalid_message", "since must be an integer >= 0") }
+            since = UInt64(n)
+        }
+        guard let principal else {
+            return sendError(id: id, "unauthenticated", "send an auth op (or connect with ?access_token=) first")
+        }
+        guard principal.expiresAt > server.nowSeconds else { return sendError(id: id, "token_expired", "token expired") }
+        guard principal.grants(topic.workspace) else {
+            return sendError(id: id, "forbidden", "the token does not grant workspace \(topic.workspace)")
+        }
+        guard subscriptions[topic] == nil else {
+            return sendError(id: id, "already_subscribed", "already subscribed to \(topic.workspace)/\(topic.execution)")
+        }
+        guard subscriptions.count < server.configuration.maxSubscriptionsPerSocket else {
+            return sendError(id: id, "too_many_subscriptions",
+                "at most \(server.configuration.maxSubscriptionsPerSocket) subscriptions per socket")
+        }
+        subscriptions[topic] = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker) {
+            [weak self] _, result in
+            guard let self else { return }
+            var reply: [(String, JSON)] = [("type", .string("subscribed"))]
+            if let id { reply.append(("id", id)) }
+            reply += [("workspace", .string(topic.workspace)), ("execution", .string(topic.execution)),
+                ("seq", .number(Double(result.headSeq)))]
+            self.send(.object(reply))
+            if let first = result.truncatedFirstSeq, let since {
+                self.send(.object([("type", .string("replay.truncated")), ("workspace", .string(topic.workspace)),
+                    ("execution", .string(topic.execution)), ("since", .number(Double(since))),
+                    ("first_seq", .number(Double(first)))]))
+            }
+        }
+    }
+
+    private func unsubscribe(_ value: JSON, id: JSON?) {
+        guard let topic = topic(value, id: id) else { return }
+        guard let subscription = subscriptions.removeValue(forKey: topic) else {
+            return sendError(id: id, "not_subscribed", "not subscribed to \(topic.workspace)/\(topic.execution)")
+        }
+        resources.router.unsubscribe(subscription, broker: server.broker)
+        var reply: [(String, JSON)] = [("type", .string("unsubscribed"))]
+        if let id { reply.append(("id", id)) }
+        reply += [("workspace", .string(topic.workspace)), ("execution", .string(topic.execution))]
+        send(.object(reply))
+    }
+
+    // MARK: Token lifetime
+
+    private func scheduleTokenTimers(_ principal: Principal) {
+        let remaining = principal.expiresAt - server.nowSeconds
+        let loop = resources.eventLoop.assumeIsolated()
+        if remaining > 60 {
+            tokenTimers.append(loop.scheduleTask(in: .seconds(remaining - 60)) { [weak self] in
+                self?.send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(principal.expiresAt)))]))
+            })
+        }
+        tokenTimers.append(loop.scheduleTask(in: .seconds(max(remaining, 0))) { [weak self] in
+            guard let self, self.principal == principal else { return }
+            self.sendError(id: nil, "token_expired", "token expired; reconnect with a fresh token and resubscribe with since")
+            self.socket?.close(code: CloseCode(4401), reason: "token expired")
+        })
+    }
+
+    // MARK: Output
+
+    private func send(_ message: JSON) {
+        socket?.send(.text, ByteBuffer(string: message.serialized))
+    }
+
+    private func sendError(id: JSON?, _ code: String, _ message: String) {
+        var fields: [(String, JSON)] = [("type", .string("error"))]
+        if let id { fields.append(("id", id)) }
+        fields += [("code", .string(code)), ("message", .string(message))]
+        send(.object(fields))
+    }
+}
+
+/// Messages that are the same for everyone, encoded once.
+enum HubMessages {
+    static let heartbeat = FrameEncoder.frame(opcode: .text, payload: ByteBuffer(string: #"{"type":"heartbeat"}"#))
+    static let heartbeatDeflated: ByteBuffer = {
+        var compressed = ByteBuffer()
+        HubNativeDeflate.shared(ByteBuffer(string: #"{"type":"heartbeat"}"#), into: &compressed)
+        return FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed)
+    }()
+}

@@ -1,0 +1,160 @@
+import HubCore
+import HubProtocol
+import Logging
+import NIOCore
+
+/// One Server-Sent Events stream of one execution: the only handler in its pipeline once the response starts.
+///
+/// The response head is written by hand with `Connection: close` and no transfer coding, so every event is the
+/// shared `EncodedEvent.sse` buffer written as is (no chunk framing per subscriber).
+final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let server: ServerContext
+    private let resources: LoopResources
+    private let topic: TopicKey
+    private let since: UInt64?
+    private let principal: Principal
+    private var context: ChannelHandlerContext?
+    private var subscription: Subscription?
+    private var timer: StreamTimer
+    private var scheduled: Scheduled<Void>?
+    private var flushPending = false
+    private var finished = false
+    private var lastSeq: UInt64 = 0
+
+    init(server: ServerContext, resources: LoopResources, topic: TopicKey, since: UInt64?, principal: Principal) {
+        self.server = server
+        self.resources = resources
+        self.topic = topic
+        self.since = since
+        self.principal = principal
+        self.timer = StreamTimer(now: WebSocketHandler.now(),
+            heartbeatInterval: nanoseconds(server.configuration.heartbeatSeconds),
+            maxAge: min(nanoseconds(server.configuration.maxConnectionAgeSeconds),
+                max(principal.expiresAt - server.nowSeconds, 0) * 1_000_000_000))
+    }
+
+    static let responseHead = ByteBuffer(string:
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+            + "Connection: close\r\n\r\n")
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw bytes.
+    func start() {
+        guard let context else { return }
+        var start = Self.responseHead
+        SSEEncoder.writeRetry(into: &start, milliseconds: server.configuration.sseRetryMilliseconds)
+        context.write(wrapOutboundOut(start), promise: nil)
+        scheduleFlush(context: context)
+        subscription = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker) { [weak self] _, result in
+            guard let self, let context = self.context else { return }
+            self.lastSeq = since ?? result.headSeq
+            if let first = result.truncatedFirstSeq, let since = self.since {
+                var buffer = context.channel.allocator.buffer(capacity: 128)
+                let data = JSON.object([("workspace", .string(self.topic.workspace)), ("execution", .string(self.topic.execution)),
+                    ("since", .number(Double(since))), ("first_seq", .number(Double(first)))]).serialized
+                try! SSEEncoder.writeEvent(into: &buffer, event: "replay.truncated", data: data)
+                context.write(self.wrapOutboundOut(buffer), promise: nil)
+                self.scheduleFlush(context: context)
+            }
+        }
+        tick()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Nothing more is expected from an EventSource; anything it sends is ignored.
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // A reader that fell a whole outbound budget behind is cut off; it resumes with Last-Event-ID.
+        if !context.channel.isWritable {
+            server.logger.info("closing slow SSE consumer", metadata: ["workspace": "\(topic.workspace)"])
+            finish()
+            context.close(promise: nil)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: EventSink
+
+    func write(_ event: EncodedEvent, for subscription: Subscription) {
+        guard let context, !finished else { return }
+        lastSeq = event.seq
+        context.write(wrapOutboundOut(event.sse), promise: nil)
+        scheduleFlush(context: context)
+    }
+
+    private func scheduleFlush(context: ChannelHandlerContext) {
+        guard !flushPending else { return }
+        flushPending = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushPending = false
+            self.context?.flush()
+        }
+    }
+
+    private func tick() {
+        guard let context, !finished else { return }
+        let now = WebSocketHandler.now()
+        let (actions, next) = timer.tick(now: now)
+        for action in actions {
+            switch action {
+            case .heartbeat:
+                context.write(wrapOutboundOut(Self.heartbeatComment), promise: nil)
+                scheduleFlush(context: context)
+            case .expire:
+                // The stream's age limit (or the token's expiry): tell the client where to resume, then end.
+                var buffer = context.channel.allocator.buffer(capacity: 96)
+                let reason = timer.maxAge < nanoseconds(server.configuration.maxConnectionAgeSeconds)
+                    ? "token_expired" : "max_connection_age"
+                let data = JSON.object([("reason", .string(reason)), ("last_event_id", .number(Double(lastSeq)))]).serialized
+                try! SSEEncoder.writeEvent(into: &buffer, event: "reconnect", data: data)
+                finish()
+                context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+                return
+            }
+        }
+        if let next {
+            scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(next - now, 0))) { [self] in
+                tick()
+            }
+        }
+    }
+
+    private static let heartbeatComment: ByteBuffer = {
+        var b = ByteBuffer()
+        SSEEncoder.writeComment(into: &b, "heartbeat")
+        b.writeString("\n")
+        return b
+    }()
+
+    private func finish() {
+        guard !finished else { return }
+        finished = true
+        scheduled?.cancel()
+        if let subscription { resources.router.unsubscribe(subscription, broker: server.broker) }
+        subscription = nil
+        server.limiter.release(topic.workspace)
+    }
+}
