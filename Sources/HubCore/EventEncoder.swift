@@ -1,7 +1,8 @@
 import HubNative
 
 /// Encodes events on one event loop with that loop's deflater (never shared across threads).
-public final class EventEncoder {
+/// Not thread-safe: each event loop owns one and uses it only on that loop (hence `@unchecked`).
+public final class EventEncoder: @unchecked Sendable {
     private let deflater = Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits)
 
     public init() {}

@@ -9,6 +9,7 @@ public struct IngestDecoder: Sendable {
     }
 
     public var maxBatch = 500
+    /// Bytes of an output's JSON shown as `output_preview`; 0 leaves the preview out.
     public var outputPreviewBytes = 200
 
     public init() {}
@@ -202,8 +203,9 @@ public struct IngestDecoder: Sendable {
             while String(cut) == nil { cut = cut.dropLast() }
             preview = String(cut)! + "…"
         }
-        return [("output_keys", .array(keys)), ("output_size_bytes", .number(Double(text.utf8.count))),
-            ("output_preview", .string(preview))]
+        var fields: [(String, JSON)] = [("output_keys", .array(keys)), ("output_size_bytes", .number(Double(text.utf8.count)))]
+        if outputPreviewBytes > 0 { fields.append(("output_preview", .string(preview))) }
+        return fields
     }
 }
 

@@ -3,7 +3,8 @@ import NIOCore
 /// Where a subscription's events go: a WebSocket session or an SSE stream. Called on the sink's event loop.
 public protocol EventSink: AnyObject {
     /// Writes the event (without flushing: the sink flushes once per loop tick).
-    func write(_ event: EncodedEvent, for subscription: Subscription)
+    /// - Parameter replay: true for events read from history for this subscription, false for live ones.
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool)
 }
 
 /// One watcher's interest in one execution.
@@ -58,11 +59,15 @@ public final class LoopRouter: @unchecked Sendable {
             let held = subscription.held ?? []
             subscription.held = nil
             // Without `since` the subscription starts live, after the head; with it, after `since`.
-            subscription.lastSeq = since.map { min($0, result.headSeq) } ?? result.headSeq
+            subscription.lastSeq = since ?? result.headSeq
             onReady(subscription, result)
-            for event in result.replay + held where event.seq > subscription.lastSeq {
+            for event in result.replay where event.seq > subscription.lastSeq {
                 subscription.lastSeq = event.seq
-                subscription.sink.write(event, for: subscription)
+                subscription.sink.write(event, for: subscription, replay: true)
+            }
+            for event in held where event.seq > subscription.lastSeq {
+                subscription.lastSeq = event.seq
+                subscription.sink.write(event, for: subscription, replay: false)
             }
         }
         return subscription
@@ -90,7 +95,7 @@ public final class LoopRouter: @unchecked Sendable {
                 }
                 guard event.seq > subscription.lastSeq else { continue }
                 subscription.lastSeq = event.seq
-                subscription.sink.write(event, for: subscription)
+                subscription.sink.write(event, for: subscription, replay: false)
                 deliveredCount += 1
             }
         }

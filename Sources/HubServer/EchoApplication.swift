@@ -15,4 +15,9 @@ final class EchoApplication: WebSocketApplication {
     }
 
     func didClose(_ socket: WebSocketHandler) {}
+
+    /// Echo replies are not paced: a peer that sends faster than it reads is closed at its budget.
+    func writabilityChanged(_ socket: WebSocketHandler, writable: Bool) {
+        if !writable { socket.closeSlowConsumer() }
+    }
 }

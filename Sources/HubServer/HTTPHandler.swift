@@ -174,8 +174,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         let session = HubSession(server: server, resources: server.loops.resources(for: context.eventLoop), principal: principal)
+        // Half the budget may wait in the channel, half in the session's live backlog (OutboundBacklog).
         upgrade(context: context, head: head, application: session, maxMessageSize: server.configuration.maxMessageSize,
-            budget: server.configuration.outboundBudget)
+            budget: server.configuration.outboundBudget / 2)
     }
 
     private func openStream(context: ChannelHandlerContext, head: HTTPRequestHead, topic: TopicKey) {
@@ -218,6 +219,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             since: since, principal: principal)
         let channel = context.channel
         do {
+            let budget = server.configuration.outboundBudget / 2
+            try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
             let ops = channel.pipeline.syncOperations
             try ops.addHandler(stream)
             ops.removeHandler(context: context, promise: nil)
@@ -304,7 +307,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .unsupportedVersion: code = "unsupported_websocket_version"
         case .missingKey, .invalidKey: code = "bad_websocket_key"
         case .missingUpgradeHeader, .missingConnectionUpgrade: code = "upgrade_required"
-        default: code = "bad_request"
+        case .httpVersionNotSupported: code = "http_version_not_supported"
+        default: code = "malformed_request"
         }
         respond(context: context, status: status, code: code, message: error.message, close: true,
             extraHeaders: Handshake.refusalHeaders(for: error))

@@ -12,6 +12,7 @@ final class HubSession: WebSocketApplication, EventSink {
     private weak var socket: WebSocketHandler?
     private var heartbeat: Scheduled<Void>?
     private var tokenTimers: [Scheduled<Void>] = []
+    private var backlog = OutboundBacklog()
 
     init(server: ServerContext, resources: LoopResources, principal: Principal?) {
         self.server = server
@@ -42,6 +43,7 @@ final class HubSession: WebSocketApplication, EventSink {
     }
 
     func didClose(_ socket: WebSocketHandler) {
+        backlog.removeAll()
         heartbeat?.cancel()
         tokenTimers.forEach { $0.cancel() }
         tokenTimers.removeAll()
@@ -51,9 +53,26 @@ final class HubSession: WebSocketApplication, EventSink {
 
     // MARK: EventSink
 
-    func write(_ event: EncodedEvent, for subscription: Subscription) {
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
         guard let socket else { return }
-        socket.write(frame: socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame)
+        let frame = socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame
+        if backlog.isEmpty && socket.isWritable {
+            socket.write(frame: frame)
+            return
+        }
+        // Paced: wait for the channel to drain. Live bytes beyond the budget make this a slow consumer.
+        backlog.append(event, subscription: subscription, live: !replay, bytes: frame.readableBytes)
+        if backlog.liveBytes > server.configuration.outboundBudget / 2 {
+            backlog.removeAll()
+            socket.closeSlowConsumer()
+        }
+    }
+
+    func writabilityChanged(_ socket: WebSocketHandler, writable: Bool) {
+        guard writable else { return }
+        while socket.isWritable, let (event, _) = backlog.popFirst() {
+            socket.write(frame: socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame)
+        }
     }
 
     // MARK: Client ops

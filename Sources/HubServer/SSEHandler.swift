@@ -23,6 +23,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var flushPending = false
     private var finished = false
     private var lastSeq: UInt64 = 0
+    private var backlog = OutboundBacklog()
 
     init(server: ServerContext, resources: LoopResources, topic: TopicKey, since: UInt64?, principal: Principal) {
         self.server = server
@@ -81,11 +82,12 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // A reader that fell a whole outbound budget behind is cut off; it resumes with Last-Event-ID.
-        if !context.channel.isWritable {
-            server.logger.info("closing slow SSE consumer", metadata: ["workspace": "\(topic.workspace)"])
-            finish()
-            context.close(promise: nil)
+        if context.channel.isWritable {
+            while context.channel.isWritable, let (event, _) = backlog.popFirst() {
+                lastSeq = event.seq
+                context.write(wrapOutboundOut(event.sse), promise: nil)
+            }
+            scheduleFlush(context: context)
         }
         context.fireChannelWritabilityChanged()
     }
@@ -96,11 +98,23 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
 
     // MARK: EventSink
 
-    func write(_ event: EncodedEvent, for subscription: Subscription) {
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
         guard let context, !finished else { return }
-        lastSeq = event.seq
-        context.write(wrapOutboundOut(event.sse), promise: nil)
-        scheduleFlush(context: context)
+        if backlog.isEmpty && context.channel.isWritable {
+            lastSeq = event.seq
+            context.write(wrapOutboundOut(event.sse), promise: nil)
+            scheduleFlush(context: context)
+            return
+        }
+        // Paced by the reader; a reader that falls a budget behind live traffic is cut off and resumes with
+        // Last-Event-ID (an EventSource reconnects by itself).
+        backlog.append(event, subscription: subscription, live: !replay, bytes: event.sse.readableBytes)
+        if backlog.liveBytes > server.configuration.outboundBudget / 2 {
+            server.logger.info("closing slow SSE consumer", metadata: ["workspace": "\(topic.workspace)"])
+            backlog.removeAll()
+            finish()
+            context.close(promise: nil)
+        }
     }
 
     private func scheduleFlush(context: ChannelHandlerContext) {
@@ -152,6 +166,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private func finish() {
         guard !finished else { return }
         finished = true
+        backlog.removeAll()
         scheduled?.cancel()
         if let subscription { resources.router.unsubscribe(subscription, broker: server.broker) }
         subscription = nil

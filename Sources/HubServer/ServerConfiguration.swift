@@ -43,6 +43,8 @@ public struct ServerConfiguration: Sendable {
     public var engineClockSkewSeconds = 300
     /// Largest ingestion body in bytes (413 beyond).
     public var maxIngestBytes = 1024 * 1024
+    /// Bytes of a node's output shown to watchers as `output_preview` (0: none; keys and size are always shown).
+    public var outputPreviewBytes = 200
     /// Browser origins allowed to open streams; "*" allows any. Requests without an Origin header are allowed.
     public var allowedOrigins: [String] = ["*"]
     /// Subscriptions one WebSocket may hold.
@@ -99,6 +101,7 @@ public struct ServerConfiguration: Sendable {
         try require(engineSecret.isEmpty || engineSecret.utf8.count >= 16, "engine-secret", "must be at least 16 bytes")
         try require(engineClockSkewSeconds > 0, "engine-clock-skew", "must be more than 0 seconds")
         try require(maxIngestBytes >= 1024, "max-ingest-bytes", "must be at least 1024 bytes")
+        try require((0...4096).contains(outputPreviewBytes), "output-preview-bytes", "must be 0...4096")
         try require(!allowedOrigins.isEmpty, "allowed-origin", "needs at least one origin, or *")
         try require(maxSubscriptionsPerSocket >= 1, "max-subscriptions", "must be at least 1")
         try require(maxSSEPerWorkspace >= 1, "max-sse-per-workspace", "must be at least 1")

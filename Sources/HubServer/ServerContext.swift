@@ -26,7 +26,11 @@ struct ServerContext: Sendable {
     let limiter: StreamLimiter
     let tokens: TokenVerifier
     let engine: EngineSignature
-    let ingestDecoder = IngestDecoder()
+    var ingestDecoder: IngestDecoder {
+        var d = IngestDecoder()
+        d.outputPreviewBytes = configuration.outputPreviewBytes
+        return d
+    }
     /// Unix milliseconds.
     let wallClock: @Sendable () -> Int64
 

@@ -9,6 +9,8 @@ protocol WebSocketApplication: AnyObject {
     /// A complete text or binary message from the peer.
     func didReceive(_ message: WebSocketMessage, from socket: WebSocketHandler)
     func didClose(_ socket: WebSocketHandler)
+    /// The channel went over (false) or back under (true) its write-buffer water marks.
+    func writabilityChanged(_ socket: WebSocketHandler, writable: Bool)
 }
 
 /// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
@@ -101,16 +103,20 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        // The channel turns unwritable when more than the outbound budget waits to be written: the peer does not
-        // read fast enough. Closing it bounds the memory it can hold; it resumes from history when it reconnects.
-        // Nothing more is queued for it: the close frame goes behind what is already queued, so a peer that
-        // reads again within the close timeout receives everything up to it and the reason; otherwise TCP is
-        // closed at the deadline.
-        if !context.channel.isWritable && !closed && !outputClosed {
-            logger.info("closing slow consumer", metadata: ["budget": "\(context.channel.outboundBudget)"])
-            close(code: .tryAgainLater, reason: "slow consumer: outbound budget exceeded")
-        }
+        if !closed { application.writabilityChanged(self, writable: context.channel.isWritable) }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Whether the channel can take more without going over its water mark.
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// Closes a consumer that does not read fast enough. Nothing more is queued for it: the close frame goes behind
+    /// what is already queued, so a peer that reads again within the close timeout receives everything up to it and
+    /// the reason; otherwise TCP is closed at the deadline. It resumes from history when it reconnects.
+    func closeSlowConsumer() {
+        guard !closed, !outputClosed else { return }
+        logger.info("closing slow consumer", metadata: ["budget": "\(context?.channel.outboundBudget ?? 0)"])
+        close(code: .tryAgainLater, reason: "slow consumer: outbound budget exceeded")
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -77,6 +77,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest ingestion body, bytes (HUB_MAX_INGEST_BYTES; default 1048576).") var maxIngestBytes: Int?
     @Option(help: "Browser origin allowed to open streams; repeat for several; * for any (HUB_ALLOWED_ORIGINS, comma-separated; default *).")
     var allowedOrigin: [String] = []
+    @Option(help: "Bytes of a node's output shown to watchers as output_preview; 0 for none (HUB_OUTPUT_PREVIEW_BYTES; default 200).")
+    var outputPreviewBytes: Int?
     @Option(help: "Subscriptions per WebSocket (HUB_MAX_SUBSCRIPTIONS; default 100).") var maxSubscriptions: Int?
     @Option(help: "Concurrent SSE streams per workspace (HUB_MAX_SSE_PER_WORKSPACE; default 5).") var maxSsePerWorkspace: Int?
     @Option(help: "Seconds a stream lives before it is told to reconnect (HUB_MAX_CONNECTION_AGE; default 1800).")
@@ -112,6 +114,7 @@ struct Serve: AsyncParsableCommand {
         if let v = try setting(maxIngestBytes, env: "HUB_MAX_INGEST_BYTES", parse: { Int($0) }) { c.maxIngestBytes = v }
         if let v = try setting(allowedOrigin.isEmpty ? nil : allowedOrigin, env: "HUB_ALLOWED_ORIGINS",
             parse: { $0.split(separator: ",").map { String($0).trimmingCharacters(in: " ") } }) { c.allowedOrigins = v }
+        if let v = try setting(outputPreviewBytes, env: "HUB_OUTPUT_PREVIEW_BYTES", parse: { Int($0) }) { c.outputPreviewBytes = v }
         if let v = try setting(maxSubscriptions, env: "HUB_MAX_SUBSCRIPTIONS", parse: { Int($0) }) { c.maxSubscriptionsPerSocket = v }
         if let v = try setting(maxSsePerWorkspace, env: "HUB_MAX_SSE_PER_WORKSPACE", parse: { Int($0) }) { c.maxSSEPerWorkspace = v }
         if let v = try setting(maxConnectionAge, env: "HUB_MAX_CONNECTION_AGE", parse: { Double($0) }) { c.maxConnectionAgeSeconds = v }

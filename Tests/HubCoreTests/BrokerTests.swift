@@ -1,0 +1,199 @@
+import HubCore
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import XCTest
+
+/// Collects what a subscription receives; completes a promise when it has seen `until`.
+final class CollectingSink: EventSink, @unchecked Sendable {
+    var seqs: [UInt64] = []
+    var events: [EncodedEvent] = []
+    let until: UInt64
+    let done: EventLoopPromise<Void>
+
+    init(until: UInt64, on loop: EventLoop) {
+        self.until = until
+        done = loop.makePromise()
+    }
+
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
+        seqs.append(event.seq)
+        events.append(event)
+        if event.seq == until { done.succeed() }
+    }
+}
+
+final class NullSink: EventSink {
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {}
+}
+
+final class BrokerTests: XCTestCase, @unchecked Sendable {
+    var group: MultiThreadedEventLoopGroup!
+    let topic = TopicKey(workspace: "w1", execution: "e1")
+
+    override func setUp() { group = MultiThreadedEventLoopGroup(numberOfThreads: 2) }
+    override func tearDown() { try? group.syncShutdownGracefully() }
+
+    func event(_ i: Int, key: String? = nil, topic: TopicKey? = nil) -> ProgressEvent {
+        ProgressEvent(type: .nodeLog, topic: topic ?? self.topic, nodeKey: "n", timestamp: "2026-11-25T12:00:00Z",
+            idempotencyKey: key, data: .object([("level", .string("info")), ("message", .string("line \(i)"))]))
+    }
+
+    /// Publishes `count` events in small batches on `loop`, one batch per loop task, so subscriptions on the other
+    /// loop interleave with them.
+    func publishAll(_ broker: Broker, count: Int, on loop: EventLoop) -> EventLoopFuture<Void> {
+        let encoder = try! loop.submit { EventEncoder() }.wait()
+        let box = NIOLockedValueBox((next: 0, encoder: encoder))
+        @Sendable func step() -> EventLoopFuture<Void> {
+            let (start, enc) = box.withLockedValue { ($0.next, $0.encoder) }
+            guard start < count else { return loop.makeSucceededVoidFuture() }
+            let n = min(1 + start % 4, count - start)
+            box.withLockedValue { $0.next += n }
+            return broker.publish((start..<start + n).map { event($0) }, on: loop, encoder: enc).flatMap { _ in step() }
+        }
+        return loop.flatSubmit { step() }
+    }
+
+    /// The heart of "no gap, no duplicate": subscriptions with `since` start on one loop while events are published
+    /// on another; each receives exactly since+1 … N.
+    func testReplayJoinsLiveWithNoGapAndNoDuplicate() throws {
+        var config = MemoryBroker.Configuration()
+        config.maxEventsPerExecution = 10_000  // the whole run stays in history
+        let broker = MemoryBroker(configuration: config, clock: { 0 })
+        let pubLoop = group.next()
+        let subLoop = group.next()
+        XCTAssertFalse(pubLoop === subLoop)
+        let router = try subLoop.submit { LoopRouter(eventLoop: subLoop) }.wait()
+        let total = 3000
+        let published = publishAll(broker, count: total, on: pubLoop)
+        var sinks: [(UInt64?, CollectingSink)] = []
+        // Subscribe repeatedly while publishing runs, each with a since somewhere behind the head.
+        for i in 0..<60 {
+            let (since, sink) = try subLoop.submit { () -> (UInt64?, CollectingSink) in
+                let sink = CollectingSink(until: UInt64(total), on: subLoop)
+                let since: UInt64? = i % 5 == 0 ? nil : UInt64(i * 7)
+                _ = router.subscribe(self.topic, since: since, sink: sink, broker: broker) { _, _ in }
+                return (since, sink)
+            }.wait()
+            sinks.append((since, sink))
+        }
+        try published.wait()
+        for (since, sink) in sinks {
+            try sink.done.futureResult.wait()
+            let seqs = try subLoop.submit { sink.seqs }.wait()
+            guard let first = seqs.first else { return XCTFail("nothing received") }
+            // Compared as a summary (first, count, in order, unique) to keep failure output readable.
+            let inOrder = zip(seqs, seqs.dropFirst()).allSatisfy { $1 == $0 + 1 }
+            if let since {
+                XCTAssertEqual([first, UInt64(seqs.count)], [since + 1, UInt64(total) - since], "since \(since)")
+            } else {
+                // Live only: from some point on, every event exactly once.
+                XCTAssertEqual(UInt64(seqs.count), UInt64(total) - first + 1)
+            }
+            XCTAssertTrue(inOrder, "gap or duplicate with since \(String(describing: since))")
+        }
+    }
+
+    func testIdempotentRetryIsStoredOnce() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        let sink = try loop.submit { () -> CollectingSink in
+            let sink = CollectingSink(until: 3, on: loop)
+            _ = router.subscribe(self.topic, since: 0, sink: sink, broker: broker) { _, _ in }
+            return sink
+        }.wait()
+        let first = try loop.flatSubmit { broker.publish([self.event(1, key: "a"), self.event(2, key: "b")], on: loop, encoder: encoder) }.wait()
+        let retry = try loop.flatSubmit { broker.publish([self.event(2, key: "b"), self.event(3, key: "c")], on: loop, encoder: encoder) }.wait()
+        XCTAssertEqual(first.map(\.seq), [1, 2])
+        XCTAssertEqual(retry, [PublishResult(topic: topic, seq: 2, duplicate: true), PublishResult(topic: topic, seq: 3, duplicate: false)])
+        try sink.done.futureResult.wait()
+        XCTAssertEqual(try loop.submit { sink.seqs }.wait(), [1, 2, 3])
+    }
+
+    func testTruncatedReplayAndTTL() throws {
+        let clock = NIOLockedValueBox<Int64>(0)
+        var config = MemoryBroker.Configuration()
+        config.maxEventsPerExecution = 5
+        config.historyTTLMilliseconds = 1000
+        let broker = MemoryBroker(configuration: config, clock: { clock.withLockedValue { $0 } })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        _ = try loop.flatSubmit { broker.publish((1...8).map { self.event($0) }, on: loop, encoder: encoder) }.wait()
+        XCTAssertEqual(broker.storedEventCount, 5)
+        let result = try loop.flatSubmit { broker.subscribe(self.topic, since: 1, router: router) }.wait()
+        XCTAssertEqual(result.headSeq, 8)
+        XCTAssertEqual(result.truncatedFirstSeq, 4)
+        XCTAssertEqual(result.replay.map(\.seq), [4, 5, 6, 7, 8])
+        let current = try loop.flatSubmit { broker.subscribe(self.topic, since: 3, router: router) }.wait()
+        XCTAssertNil(current.truncatedFirstSeq)
+        // 1 s after the last event the history is gone, but numbering continues.
+        clock.withLockedValue { $0 = 1001 }
+        broker.sweep()
+        XCTAssertEqual(broker.storedEventCount, 0)
+        let later = try loop.flatSubmit { broker.subscribe(self.topic, since: 7, router: router) }.wait()
+        XCTAssertEqual(later.truncatedFirstSeq, 9)
+        XCTAssertEqual(later.replay.count, 0)
+        let next = try loop.flatSubmit { broker.publish([self.event(9)], on: loop, encoder: encoder) }.wait()
+        XCTAssertEqual(next.map(\.seq), [9])
+    }
+
+    func testTotalBoundEvictsTheLeastRecentlyActiveExecution() throws {
+        let clock = NIOLockedValueBox<Int64>(0)
+        var config = MemoryBroker.Configuration()
+        config.maxEventsTotal = 10
+        let broker = MemoryBroker(configuration: config, clock: { clock.withLockedValue { $0 } })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let old = TopicKey(workspace: "w1", execution: "old")
+        let new = TopicKey(workspace: "w1", execution: "new")
+        _ = try loop.flatSubmit { broker.publish((1...6).map { self.event($0, topic: old) }, on: loop, encoder: encoder) }.wait()
+        clock.withLockedValue { $0 = 10 }
+        _ = try loop.flatSubmit { broker.publish((1...6).map { self.event($0, topic: new) }, on: loop, encoder: encoder) }.wait()
+        XCTAssertEqual(broker.storedEventCount, 6)
+    }
+
+    func testRouterRegistersOncePerLoopAndLeavesWithTheLast() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        let counts = try loop.submit { () -> [Int] in
+            let subs = (0..<3).map { _ in
+                router.subscribe(self.topic, since: nil, sink: NullSink(), broker: broker) { _, _ in }
+            }
+            var counts = [broker.routerCount(for: self.topic)]
+            router.unsubscribe(subs[0], broker: broker)
+            router.unsubscribe(subs[1], broker: broker)
+            counts.append(broker.routerCount(for: self.topic))
+            router.unsubscribe(subs[2], broker: broker)
+            counts.append(broker.routerCount(for: self.topic))
+            return counts
+        }.wait()
+        XCTAssertEqual(counts, [1, 1, 0])
+    }
+
+    /// Encode once: every subscriber gets the very same buffer storage.
+    func testEveryWatcherGetsTheSameBytes() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        let sinks = try loop.submit { () -> [CollectingSink] in
+            (0..<3).map { _ in
+                let s = CollectingSink(until: 1, on: loop)
+                _ = router.subscribe(self.topic, since: nil, sink: s, broker: broker) { _, _ in }
+                return s
+            }
+        }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(1)], on: loop, encoder: encoder) }.wait()
+        for s in sinks { try s.done.futureResult.wait() }
+        let events = try loop.submit { sinks.map { $0.events[0] } }.wait()
+        XCTAssertTrue(events[0] === events[1] && events[1] === events[2])
+        XCTAssertEqual(String(buffer: events[0].sse),
+            "id: 1\nevent: node.log\ndata: " + events[0].json + "\n\n")
+        XCTAssertEqual(events[0].json,
+            #"{"execution":"e1","workspace":"w1","seq":1,"event":"node.log","node_key":"n","timestamp":"2026-11-25T12:00:00Z","data":{"level":"info","message":"line 1"}}"#)
+    }
+}

@@ -1,0 +1,89 @@
+import HubCore
+import XCTest
+
+final class JSONTests: XCTestCase {
+    func testRoundTripKeepsKeyOrder() throws {
+        let text = #"{"b":1,"a":[true,false,null,"x\n\"y\"",-2.5,1e3],"c":{}}"#
+        let value = try JSON.parse(text)
+        XCTAssertEqual(value.serialized, #"{"b":1,"a":[true,false,null,"x\n\"y\"",-2.5,1000],"c":{}}"#)
+    }
+
+    func testEscapesAndSurrogatePairs() throws {
+        XCTAssertEqual(try JSON.parse(#""\u00e9\ud834\udd1e\/""#), .string("é𝄞/"))
+        XCTAssertThrowsError(try JSON.parse(#""\ud834""#))
+        XCTAssertEqual(JSON.string("\u{01}\u{2028}").serialized, #""\u0001\u2028""#)
+    }
+
+    func testRefusals() {
+        for bad in ["", "{", "[1,]", "{\"a\":1,}", "01", "1.", "+1", "nul", "\"\u{01}\"", "{\"a\":1,\"a\":2}", "[1] 2", "\"\\x\""] {
+            XCTAssertThrowsError(try JSON.parse(bad), bad)
+        }
+        XCTAssertThrowsError(try JSON.parse([0x22, 0xFF, 0x22]))  // invalid UTF-8 in a string
+    }
+
+    func testDepthLimit() {
+        let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
+        XCTAssertThrowsError(try JSON.parse(deep, maxDepth: 32)) { error in
+            XCTAssertEqual((error as? JSON.ParseError)?.reason, "nesting deeper than 32")
+        }
+        XCTAssertNoThrow(try JSON.parse(deep, maxDepth: 40))
+    }
+
+    func testIntegerValue() throws {
+        XCTAssertEqual(try JSON.parse("42").integerValue, 42)
+        XCTAssertNil(try JSON.parse("4.5").integerValue)
+        XCTAssertNil(try JSON.parse("1e300").integerValue)
+    }
+}
+
+final class TimeTests: XCTestCase {
+    func testFormat() {
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 0), "1970-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 1_764_072_000_123), "2025-11-25T12:00:00.123Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 951_782_400_000), "2000-02-29T00:00:00.000Z")
+    }
+
+    func testValidation() {
+        for good in ["2026-11-25T12:00:00Z", "2026-11-25T12:00:00.5+01:00", "2026-11-25t12:00:00.123456-05:30"] {
+            XCTAssertTrue(RFC3339.isValid(good), good)
+        }
+        for bad in ["2026-11-25", "2026-13-01T00:00:00Z", "2026-11-25T12:00:00", "2026-11-25T24:00:00Z", "2026-11-25T12:00:00.Z",
+            "2026-11-25T12:00:00+0100", "yesterday"]
+        {
+            XCTAssertFalse(RFC3339.isValid(bad), bad)
+        }
+    }
+}
+
+final class StreamTimerTests: XCTestCase {
+    /// Heartbeats every interval and an end at the maximum age, driven by a fake clock (nanoseconds).
+    func testHeartbeatsThenExpiry() {
+        var timer = StreamTimer(now: 1000, heartbeatInterval: 15, maxAge: 50)
+        XCTAssertEqual(timer.tick(now: 1000).actions, [])
+        XCTAssertEqual(timer.tick(now: 1000).next, 1015)
+        XCTAssertEqual(timer.tick(now: 1015).actions, [.heartbeat])
+        XCTAssertEqual(timer.tick(now: 1016).next, 1030)
+        // A stall past two beats sends one heartbeat, not a burst.
+        let late = timer.tick(now: 1046)
+        XCTAssertEqual(late.actions, [.heartbeat])
+        XCTAssertEqual(late.next, 1050)
+        XCTAssertEqual(timer.tick(now: 1050).actions, [.expire])
+        XCTAssertTrue(timer.expired)
+        XCTAssertEqual(timer.tick(now: 2000).actions, [])
+    }
+
+    func testDefaultsAreFifteenSecondsAndThirtyMinutes() {
+        let second: Int64 = 1_000_000_000
+        var timer = StreamTimer(now: 0, heartbeatInterval: 15 * second, maxAge: 1800 * second)
+        var heartbeats = 0
+        var now: Int64 = 0
+        while true {
+            let (actions, next) = timer.tick(now: now)
+            heartbeats += actions.filter { $0 == .heartbeat }.count
+            if actions.contains(.expire) { break }
+            now = next!
+        }
+        XCTAssertEqual(now, 1800 * second)
+        XCTAssertEqual(heartbeats, 119)  // at 15 s, 30 s, … 1785 s; the 1800 s mark is the end
+    }
+}
