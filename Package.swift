@@ -67,7 +67,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // The browser client and the demo page, served by the hub.
+            resources: [.copy("Web")]
         ),
         .executableTarget(
             name: "hub",

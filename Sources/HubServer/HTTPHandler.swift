@@ -115,6 +115,30 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             openStream(context: context, head: head, topic: topic)
         case .some(.ingest):
             finishIngest(context: context, head: head)
+        case .some(.staticFile(let path)):
+            guard head.method == .GET || head.method == .HEAD, let file = server.staticFiles.file(for: path) else {
+                respond(context: context, status: .methodNotAllowed, code: "method_not_allowed", message: "use GET",
+                    close: true, extraHeaders: [("Allow", "GET, HEAD")])
+                return
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: file.contentType)
+            headers.add(name: "Content-Length", value: String(file.body.readableBytes))
+            headers.add(name: "Cache-Control", value: "no-cache")
+            if isUpgrade || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            sendRaw(context: context, status: .ok, headers: headers, body: head.method == .HEAD ? nil : file.body,
+                close: isUpgrade || !head.isKeepAlive)
+        case .some(.demoSession):
+            let token = server.tokens.mint(subject: "demo-viewer", workspaces: [DemoRunner.workspace],
+                expiresAt: server.nowSeconds + 3600)
+            respondJSON(context: context, status: .ok,
+                json: .object([("token", .string(token)), ("workspace", .string(DemoRunner.workspace))]), close: !head.isKeepAlive)
+        case .some(.demoExecutions):
+            let list = (server.demo?.executions ?? []).map { started -> JSON in
+                .object([("workspace", .string(DemoRunner.workspace)), ("execution", .string(started.execution)),
+                    ("started_at", .string(started.startedAt))])
+            }
+            respondJSON(context: context, status: .ok, json: .object([("executions", .array(list))]), close: !head.isKeepAlive)
         case .some(.health):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
@@ -359,7 +383,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             server.logger.error("upgrade failed", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
         }
-        server.logger.debug("websocket open", metadata: ["path": "\(head.uri.redactedPath)",
+        server.logger.info("websocket open", metadata: ["path": "\(head.uri.redactedPath)",
             "deflate": "\(acceptance.deflate?.responseHeader ?? "none")"])
     }
 
@@ -380,8 +404,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func respondJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, json: JSON, close: Bool,
         extraHeaders: [(name: String, value: String)] = [])
     {
-        if close { done = true }
-        requestTimer?.cancel()
         var body = ByteBuffer(string: json.serialized)
         body.writeString("\n")
         var headers = HTTPHeaders()
@@ -389,8 +411,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         if close { headers.add(name: "Connection", value: "close") }
+        sendRaw(context: context, status: status, headers: headers, body: body, close: close)
+    }
+
+    private func sendRaw(context: ChannelHandlerContext, status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer?,
+        close: Bool)
+    {
+        if close { done = true }
+        requestTimer?.cancel()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if let body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         if close {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)

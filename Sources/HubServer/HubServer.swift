@@ -28,13 +28,16 @@ public final class HubServer: Sendable {
         }
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let staticFiles = try StaticFiles(webRoot: configuration.webRoot)
+        let demo = configuration.demo ? DemoRunner() : nil
         let broker = MemoryBroker(configuration: configuration.memoryBrokerConfiguration, clock: ServerContext.systemWallClock)
         let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group), logger: logger,
             broker: broker, limiter: LocalStreamLimiter(limit: configuration.maxSSEPerWorkspace),
             tokens: TokenVerifier(secret: Array(configuration.tokenSecret.utf8)),
             engine: EngineSignature(secret: Array(configuration.engineSecret.utf8),
                 maxSkewSeconds: Int64(configuration.engineClockSkewSeconds)),
-            wallClock: ServerContext.systemWallClock)
+            staticFiles: staticFiles, demo: demo, wallClock: ServerContext.systemWallClock)
+        demo?.start(server: context, eventLoop: group.next())
         // Expire history in the background, on one loop.
         group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in broker.sweep() }
         let budget = configuration.outboundBudget

@@ -61,6 +61,16 @@ public struct ServerConfiguration: Sendable {
     public var maxEventsPerExecution = 1000
     public var maxEventsTotal = 100_000
 
+    /// Serve the multiplexed WebSocket route `/v1/ws` (off: browsers fall back to SSE).
+    public var webSocketEnabled = true
+    /// The demo page at `/demo/` and simulated executions in workspace `demo`.
+    public var demo = false
+    /// Seconds between rounds of simulated executions, and their speed factor.
+    public var demoIntervalSeconds = 12.0
+    public var demoSpeed = 1.0
+    /// A folder with hub.js and the demo files instead of the bundled ones.
+    public var webRoot: String?
+
     /// The conformance-test echo route `/ws/echo`: off unless asked for.
     public var echo = false
     /// Message and frame limit on the echo route (Autobahn sends 16 MiB messages in cases 9.*).
@@ -110,6 +120,8 @@ public struct ServerConfiguration: Sendable {
         try require(historyTTLSeconds > 0, "history-ttl", "must be more than 0 seconds")
         try require(maxEventsPerExecution >= 1, "max-events-per-execution", "must be at least 1")
         try require(maxEventsTotal >= maxEventsPerExecution, "max-events-total", "must be at least max-events-per-execution")
+        try require(demoIntervalSeconds >= 1, "demo-interval", "must be at least 1 second")
+        try require(demoSpeed > 0, "demo-speed", "must be more than 0")
         try require(echoMaxMessageSize >= 125, "echo-max-message-size", "must be at least 125 bytes")
     }
 }

@@ -13,6 +13,9 @@ enum Route: Equatable {
     case webSocket
     case ingest
     case stream(TopicKey)
+    case staticFile(String)
+    case demoSession
+    case demoExecutions
 
     var isWebSocket: Bool { self == .echo || self == .webSocket }
 }
@@ -26,6 +29,8 @@ struct ServerContext: Sendable {
     let limiter: StreamLimiter
     let tokens: TokenVerifier
     let engine: EngineSignature
+    let staticFiles: StaticFiles
+    let demo: DemoRunner?
     var ingestDecoder: IngestDecoder {
         var d = IngestDecoder()
         d.outputPreviewBytes = configuration.outputPreviewBytes
@@ -39,7 +44,12 @@ struct ServerContext: Sendable {
         switch path {
         case "/ws/echo": return configuration.echo ? .echo : nil
         case "/healthz": return .health
-        case "/v1/ws": return .webSocket
+        case "/v1/ws": return configuration.webSocketEnabled ? .webSocket : nil
+        case "/demo/session": return demo != nil ? .demoSession : nil
+        case "/demo/executions": return demo != nil ? .demoExecutions : nil
+        case "/client/hub.js": return .staticFile(path)
+        case _ where path.hasPrefix("/demo") && StaticFiles.routes[path] != nil:
+            return demo != nil ? .staticFile(path) : nil
         case "/v1/jobs/progress": return .ingest
         default:
             // /api/v1/workspaces/{workspace}/executions/{execution}/stream

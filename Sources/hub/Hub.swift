@@ -87,6 +87,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds of history kept after an execution's last event (HUB_HISTORY_TTL; default 300).") var historyTtl: Double?
     @Option(help: "Events of history per execution (HUB_MAX_EVENTS_PER_EXECUTION; default 1000).") var maxEventsPerExecution: Int?
     @Option(help: "Events of history in all (HUB_MAX_EVENTS_TOTAL; default 100000).") var maxEventsTotal: Int?
+    @Option(help: "Serve the WebSocket route /v1/ws: true or false (HUB_WEBSOCKET; default true).") var websocket: Bool?
+    @Flag(help: "Serve the demo page at /demo/ and play simulated executions in workspace demo (HUB_DEMO=true).")
+    var demo = false
+    @Option(help: "Seconds between rounds of demo executions (HUB_DEMO_INTERVAL; default 12).") var demoInterval: Double?
+    @Option(help: "Speed factor of demo executions (HUB_DEMO_SPEED; default 1).") var demoSpeed: Double?
+    @Option(help: "Folder with hub.js and the demo files, instead of the bundled ones (HUB_WEB_ROOT).") var webRoot: String?
     @Flag(help: "Serve the conformance-test echo route /ws/echo (HUB_ECHO=true).") var echo = false
     @Option(help: "Message limit on /ws/echo, bytes (HUB_ECHO_MAX_MESSAGE_SIZE; default 20971520).") var echoMaxMessageSize: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (HUB_LOG_LEVEL; default info).")
@@ -122,6 +128,11 @@ struct Serve: AsyncParsableCommand {
         if let v = try setting(historyTtl, env: "HUB_HISTORY_TTL", parse: { Double($0) }) { c.historyTTLSeconds = v }
         if let v = try setting(maxEventsPerExecution, env: "HUB_MAX_EVENTS_PER_EXECUTION", parse: { Int($0) }) { c.maxEventsPerExecution = v }
         if let v = try setting(maxEventsTotal, env: "HUB_MAX_EVENTS_TOTAL", parse: { Int($0) }) { c.maxEventsTotal = v }
+        if let v = try setting(websocket, env: "HUB_WEBSOCKET", parse: parseBool) { c.webSocketEnabled = v }
+        if let v = try setting(demo ? true : nil, env: "HUB_DEMO", parse: parseBool) { c.demo = v }
+        if let v = try setting(demoInterval, env: "HUB_DEMO_INTERVAL", parse: { Double($0) }) { c.demoIntervalSeconds = v }
+        if let v = try setting(demoSpeed, env: "HUB_DEMO_SPEED", parse: { Double($0) }) { c.demoSpeed = v }
+        if let v = try setting(webRoot, env: "HUB_WEB_ROOT", parse: { $0 }) { c.webRoot = v }
         if let v = try setting(echo ? true : nil, env: "HUB_ECHO", parse: parseBool) { c.echo = v }
         if let v = try setting(echoMaxMessageSize, env: "HUB_ECHO_MAX_MESSAGE_SIZE", parse: { Int($0) }) { c.echoMaxMessageSize = v }
         do {
