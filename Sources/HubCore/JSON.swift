@@ -1,3 +1,5 @@
+import HubProtocol
+
 /// A JSON value with object keys kept in their original order, so that what the hub writes is byte-for-byte
 /// predictable (the same event is the same bytes everywhere).
 public enum JSON: Equatable, Sendable {
@@ -172,8 +174,6 @@ extension JSON {
         mutating func string() throws(ParseError) -> String {
             index += 1
             var out: [UInt8] = []
-            let start = index
-            var validator = UTF8Check()
             while true {
                 guard index < bytes.count else { throw error("unterminated string") }
                 let c = bytes[index]
@@ -213,13 +213,12 @@ extension JSON {
                         throw error("bad escape")
                     }
                 } else {
-                    guard validator.feed(c) else { throw error("invalid UTF-8") }
                     out.append(c)
                     index += 1
                 }
             }
-            _ = start
-            guard validator.complete else { throw error("invalid UTF-8") }
+            // Escapes always produce valid UTF-8, so checking the result checks the raw bytes.
+            guard UTF8Validator.isValid(out) else { throw error("invalid UTF-8") }
             return String(decoding: out, as: UTF8.self)
         }
 
@@ -249,35 +248,6 @@ extension JSON {
             let text = String(decoding: bytes[start..<index], as: UTF8.self)
             guard let d = Double(text), d.isFinite else { throw error("number out of range") }
             return .number(d)
-        }
-    }
-
-    /// Minimal UTF-8 check for string contents (the JSON module stays free of the protocol target).
-    private struct UTF8Check {
-        var remaining = 0
-        var low: UInt8 = 0x80
-        var high: UInt8 = 0xBF
-        var complete: Bool { remaining == 0 }
-        mutating func feed(_ b: UInt8) -> Bool {
-            if remaining == 0 {
-                switch b {
-                case 0x00...0x7F: return true
-                case 0xC2...0xDF: remaining = 1; low = 0x80; high = 0xBF
-                case 0xE0: remaining = 2; low = 0xA0; high = 0xBF
-                case 0xE1...0xEC, 0xEE...0xEF: remaining = 2; low = 0x80; high = 0xBF
-                case 0xED: remaining = 2; low = 0x80; high = 0x9F
-                case 0xF0: remaining = 3; low = 0x90; high = 0xBF
-                case 0xF1...0xF3: remaining = 3; low = 0x80; high = 0xBF
-                case 0xF4: remaining = 3; low = 0x80; high = 0x8F
-                default: return false
-                }
-                return true
-            }
-            guard b >= low && b <= high else { return false }
-            remaining -= 1
-            low = 0x80
-            high = 0xBF
-            return true
         }
     }
 }

@@ -241,19 +241,29 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         requestTimer?.cancel()
         let stream = SSEHandler(server: server, resources: server.loops.resources(for: context.eventLoop), topic: topic,
             since: since, principal: principal)
+        if handOver(context: context, to: stream, budget: server.configuration.outboundBudget / 2) {
+            stream.start()
+        } else {
+            server.limiter.release(topic.workspace)
+        }
+    }
+
+    /// Replaces the HTTP handlers with `handler`, the connection's only handler from now on, and sets its outbound
+    /// budget. Bytes the decoder still holds go to `handler`. Returns false (and closes) if the pipeline refused.
+    private func handOver(context: ChannelHandlerContext, to handler: ChannelHandler & RemovableChannelHandler, budget: Int) -> Bool {
         let channel = context.channel
         do {
-            let budget = server.configuration.outboundBudget / 2
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
             let ops = channel.pipeline.syncOperations
-            try ops.addHandler(stream)
+            try ops.addHandler(handler)
             ops.removeHandler(context: context, promise: nil)
             ops.removeHandler(encoder, promise: nil)
             ops.removeHandler(decoder, promise: nil)
-            stream.start()
+            return true
         } catch {
-            server.limiter.release(topic.workspace)
+            server.logger.error("cannot hand the connection over", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
+            return false
         }
     }
 
@@ -369,20 +379,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             promise: nil)
         context.flush()
 
-        let channel = context.channel
-        do {
-            try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
-            let ops = channel.pipeline.syncOperations
-            try ops.addHandler(handler)
-            // Leave the pipeline in this order: bytes the decoder still holds go to the WebSocket handler.
-            ops.removeHandler(context: context, promise: nil)
-            ops.removeHandler(encoder, promise: nil)
-            ops.removeHandler(decoder, promise: nil)
-            handler.start()
-        } catch {
-            server.logger.error("upgrade failed", metadata: ["error": "\(error)"])
-            channel.close(promise: nil)
-        }
+        guard handOver(context: context, to: handler, budget: budget) else { return }
+        handler.start()
         server.logger.info("websocket open", metadata: ["path": "\(head.uri.redactedPath)",
             "deflate": "\(acceptance.deflate?.responseHeader ?? "none")"])
     }
