@@ -44,7 +44,13 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The close code the hub sent, once it sent one.
     var sentCloseCode: CloseCode? { connection.sentCloseCode }
 
-    init(connection: WebSocketConnection, resources: LoopResources, application: WebSocketApplication, logger: Logger) {
+    /// Monotonic nanoseconds; injectable so that heartbeats and close timeouts are testable without waiting.
+    private let clock: () -> Int64
+
+    init(connection: WebSocketConnection, resources: LoopResources, application: WebSocketApplication, logger: Logger,
+        clock: @escaping () -> Int64 = WebSocketHandler.now)
+    {
+        self.clock = clock
         self.connection = connection
         self.resources = resources
         self.application = application
@@ -60,7 +66,7 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw frames.
     func start() {
         application.didOpen(self)
-        scheduleTick(now: Self.now())
+        scheduleTick(now: clock())
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -71,7 +77,7 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = unwrapInboundIn(data)
         inRead = true
-        let now = Self.now()
+        let now = clock()
         let inflater = connection.deflate == nil ? nil : resources.inflater
         if var buffered = pending {
             buffered.writeBuffer(&input)
@@ -148,9 +154,9 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Starts the close handshake from the hub's side.
     func close(code: CloseCode, reason: String) {
         guard let context else { return }
-        connection.close(code: code, reason: reason, now: Self.now(), actions: &actions)
+        connection.close(code: code, reason: reason, now: clock(), actions: &actions)
         perform(context: context)
-        scheduleTick(now: Self.now())
+        scheduleTick(now: clock())
     }
 
     private func scheduleFlush(context: ChannelHandlerContext) {
@@ -217,7 +223,7 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [self] in
             timer = nil
             timerDeadline = nil
-            scheduleTick(now: Self.now())
+            scheduleTick(now: clock())
         }
     }
 }

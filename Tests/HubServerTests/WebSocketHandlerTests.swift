@@ -1,0 +1,122 @@
+import HubProtocol
+import Logging
+import NIOCore
+import NIOEmbedded
+import XCTest
+
+@testable import HubServer
+
+/// Whole conversations through the connection's single handler on an EmbeddedChannel, with virtual time.
+final class WebSocketHandlerTests: XCTestCase {
+    var loop: EmbeddedEventLoop!
+    var channel: EmbeddedChannel!
+
+    override func setUp() {
+        loop = EmbeddedEventLoop()
+        channel = EmbeddedChannel(loop: loop)
+        let second: Int64 = 1_000_000_000
+        let connection = WebSocketConnection(
+            configuration: .init(maxFrameSize: 1024, maxMessageSize: 1024, pingInterval: 15 * second,
+                pongTimeout: 10 * second, closeTimeout: 5 * second),
+            deflate: nil, now: Int64(loop.now.uptimeNanoseconds))
+        let loop = self.loop!
+        let handler = WebSocketHandler(connection: connection, resources: LoopResources(eventLoop: loop),
+            application: EchoApplication(), logger: Logger(label: "test"), clock: { Int64(loop.now.uptimeNanoseconds) })
+        XCTAssertNoThrow(try channel.pipeline.syncOperations.addHandler(handler))
+        XCTAssertNoThrow(try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait())
+        handler.start()
+    }
+
+    override func tearDown() {
+        _ = try? channel.finish()
+    }
+
+    private func send(_ bytes: [UInt8]) throws {
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+    }
+
+    /// Everything written to the peer so far, as one byte array.
+    private func written() throws -> [UInt8] {
+        loop.run()  // the flush at the end of the loop tick
+        var out: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { out += Array(buffer.readableBytesView) }
+        return out
+    }
+
+    private let maskedHello: [UInt8] = [0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58]
+
+    func testEchoesTextAsOneUnmaskedFrame() throws {
+        try send(maskedHello)
+        XCTAssertEqual(try written(), [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+        XCTAssertTrue(channel.isActive)
+    }
+
+    func testTwoMessagesInOneReadAreBothEchoedInOrder() throws {
+        try send(maskedHello + maskedHello)
+        XCTAssertEqual(try written(), [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F, 0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+    }
+
+    func testPeerCloseIsEchoedAndTheServerClosesTCP() throws {
+        // Close 1000, masked with key 00 00 00 00.
+        try send([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8])
+        XCTAssertEqual(try written(), [0x88, 0x02, 0x03, 0xE8])
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testUnmaskedFrameFailsWith1002AndCloses() throws {
+        try send([0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+        XCTAssertEqual(try written(), [0x88, 0x1E, 0x03, 0xEA] + Array("client frames must be masked".utf8))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testQuietPeerIsPingedAndDroppedWithoutAPong() throws {
+        loop.advanceTime(by: .seconds(14))
+        XCTAssertEqual(try written(), [])
+        loop.advanceTime(by: .seconds(1))
+        XCTAssertEqual(try written(), [0x89, 0x00])
+        loop.advanceTime(by: .seconds(9))
+        XCTAssertTrue(channel.isActive)
+        loop.advanceTime(by: .seconds(1))
+        XCTAssertEqual(try written(), [0x88, 0x19, 0x03, 0xE9] + Array("no pong within 10000 ms".utf8))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAnsweredPingKeepsTheConnection() throws {
+        loop.advanceTime(by: .seconds(15))
+        XCTAssertEqual(try written(), [0x89, 0x00])
+        try send([0x8A, 0x80, 0, 0, 0, 0])  // empty masked pong
+        loop.advanceTime(by: .seconds(10))
+        XCTAssertTrue(channel.isActive)
+        XCTAssertEqual(try written(), [])
+        // The next ping comes a full interval after the pong.
+        loop.advanceTime(by: .seconds(5))
+        XCTAssertEqual(try written(), [0x89, 0x00])
+    }
+
+    func testPeerPingIsAnsweredWithTheSamePayload() throws {
+        try send([0x89, 0x82, 0, 0, 0, 0, 0x68, 0x69])
+        XCTAssertEqual(try written(), [0x8A, 0x02, 0x68, 0x69])
+    }
+
+    func testServerInitiatedCloseWaitsForThePeerThenTimesOut() throws {
+        let handler = try channel.pipeline.syncOperations.handler(type: WebSocketHandler.self)
+        handler.close(code: .goingAway, reason: "bye")
+        XCTAssertEqual(try written(), [0x88, 0x05, 0x03, 0xE9, 0x62, 0x79, 0x65])
+        // Data after our close is ignored (§7.1.4); the peer's close never comes; TCP closes at the deadline.
+        try send(maskedHello)
+        XCTAssertEqual(try written(), [])
+        loop.advanceTime(by: .seconds(4))
+        XCTAssertTrue(channel.isActive)
+        loop.advanceTime(by: .seconds(1))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testServerInitiatedCloseEndsWhenThePeerAnswers() throws {
+        let handler = try channel.pipeline.syncOperations.handler(type: WebSocketHandler.self)
+        handler.close(code: .goingAway, reason: "")
+        XCTAssertEqual(try written(), [0x88, 0x02, 0x03, 0xE9])
+        try send([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9])
+        XCTAssertEqual(try written(), [])
+        XCTAssertFalse(channel.isActive)
+    }
+}
