@@ -101,6 +101,7 @@ extension JSON {
         mutating func object(depth: Int) throws(ParseError) -> JSON {
             index += 1
             var fields: [(String, JSON)] = []
+            var keys = Set<String>()
             skipSpace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                 index += 1
@@ -110,7 +111,7 @@ extension JSON {
                 skipSpace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a key") }
                 let key = try string()
-                if fields.contains(where: { $0.0 == key }) { throw error("duplicate key \"\(key)\"") }
+                guard keys.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
                 skipSpace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
                 index += 1

@@ -58,8 +58,13 @@ public final class LoopRouter: @unchecked Sendable {
             guard subscription.active else { return }
             let held = subscription.held ?? []
             subscription.held = nil
-            // Without `since` the subscription starts live, after the head; with it, after `since`.
-            subscription.lastSeq = since ?? result.headSeq
+            // Without `since` the subscription starts live, after the head; with it, after `since` (or from the
+            // start when `since` is beyond the head: numbering that no longer exists).
+            if let since {
+                subscription.lastSeq = since <= result.headSeq ? since : 0
+            } else {
+                subscription.lastSeq = result.headSeq
+            }
             onReady(subscription, result)
             for event in result.replay where event.seq > subscription.lastSeq {
                 subscription.lastSeq = event.seq

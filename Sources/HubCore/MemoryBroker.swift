@@ -121,8 +121,14 @@ public final class MemoryBroker: Broker {
                 log.events.removeAll()
             }
             state.logs[topic] = log
-            guard let since, since < log.lastSeq else {
+            guard let since, since != log.lastSeq else {
                 return SubscribeResult(headSeq: log.lastSeq, replay: [], truncatedFirstSeq: nil)
+            }
+            if since > log.lastSeq {
+                // The client saw numbers this execution no longer has (the hub restarted, or the execution was
+                // forgotten and started again): say so, and replay everything held.
+                let first = log.events.first?.seq ?? log.lastSeq + 1
+                return SubscribeResult(headSeq: log.lastSeq, replay: log.events, truncatedFirstSeq: first)
             }
             let firstHeld = log.events.first?.seq ?? log.lastSeq + 1
             let truncated: UInt64? = firstHeld > since + 1 ? firstHeld : nil

@@ -62,6 +62,8 @@ public enum Handshake {
         guard request.versionMajor > 1 || (request.versionMajor == 1 && request.versionMinor >= 1) else {
             return .failure(.httpVersionNotSupported)
         }
+        // (2) a Host header (RFC 7230 §5.4: an HTTP/1.1 request without one is refused).
+        guard !request.values("Host").isEmpty else { return .failure(.missingHost) }
         // (3) Upgrade contains "websocket"; (4) Connection contains "upgrade"; both case-insensitive token lists.
         guard request.tokens("Upgrade").contains("websocket") else { return .failure(.missingUpgradeHeader) }
         guard request.tokens("Connection").contains("upgrade") else { return .failure(.missingConnectionUpgrade) }

@@ -14,11 +14,19 @@ public enum WebSocketMessage: Equatable, Sendable {
 /// Turns frame events into whole messages: joins fragments, inflates compressed messages (RFC 7692), validates
 /// text as UTF-8 as each chunk arrives (§8.1: fail fast), enforces the message size limit before buffering, and
 /// validates close payloads (§5.5.1, §7.4).
-public struct MessageAssembler: Sendable {
+///
+/// A compressed message gets an inflater of its own for as long as it is in flight, released when it ends: an idle
+/// connection holds no zlib memory, and no two connections ever share one message's inflate state.
+public struct MessageAssembler {
     public struct Configuration: Sendable {
         /// Largest accepted message, counted after inflation.
         public var maxMessageSize: Int
-        public init(maxMessageSize: Int) { self.maxMessageSize = maxMessageSize }
+        /// Whether permessage-deflate was negotiated.
+        public var deflate: Bool
+        public init(maxMessageSize: Int, deflate: Bool = false) {
+            self.maxMessageSize = maxMessageSize
+            self.deflate = deflate
+        }
     }
 
     public var configuration: Configuration
@@ -26,6 +34,7 @@ public struct MessageAssembler: Sendable {
     private var compressed = false
     private var message = ByteBuffer()
     private var utf8 = UTF8Validator()
+    private var inflater: Inflater?
     private let allocator = ByteBufferAllocator()
 
     public init(configuration: Configuration) {
@@ -36,9 +45,7 @@ public struct MessageAssembler: Sendable {
     public var bufferedBytes: Int { message.readableBytes }
 
     /// Consumes one decoder event; returns a message when one is complete.
-    /// - Parameter inflater: required when compressed messages can arrive; reset after each message, so it may be
-    ///   shared by every connection on a thread (client_no_context_takeover).
-    public mutating func receive(_ event: FrameDecoder.Event, inflater: Inflater?) throws(ProtocolError) -> WebSocketMessage? {
+    public mutating func receive(_ event: FrameDecoder.Event) throws(ProtocolError) -> WebSocketMessage? {
         switch event {
         case .control(let frame):
             return try Self.controlMessage(frame)
@@ -47,7 +54,11 @@ public struct MessageAssembler: Sendable {
                 opcode = header.opcode
                 compressed = header.rsv1
                 utf8 = UTF8Validator()
-                if compressed && inflater == nil { throw .reservedBitsSet }
+                if compressed {
+                    guard configuration.deflate else { throw .reservedBitsSet }
+                    // client_no_context_takeover: every message starts from an empty window.
+                    inflater = Inflater()
+                }
             }
             if !compressed {
                 // Checked before a byte of the payload is buffered.
@@ -68,7 +79,7 @@ public struct MessageAssembler: Sendable {
                             limit: configuration.maxMessageSize - message.readableBytes)
                     }
                 } catch {
-                    inflater.reset()
+                    self.inflater = nil
                     throw map(error)
                 }
                 try validateText(from: start)
@@ -87,9 +98,10 @@ public struct MessageAssembler: Sendable {
                     try inflater.finishMessage(into: &message,
                         limit: configuration.maxMessageSize - message.readableBytes, resetContext: true)
                 } catch {
-                    inflater.reset()
+                    self.inflater = nil
                     throw map(error)
                 }
+                self.inflater = nil
                 try validateText(from: start)
             }
             if opcode == .text && !utf8.isComplete { throw .invalidUTF8 }

@@ -38,6 +38,7 @@ public enum ProtocolError: Error, Equatable, Sendable {
     // MARK: Opening handshake (RFC 6455 §4.2.1)
     case methodNotAllowed(String)
     case httpVersionNotSupported
+    case missingHost
     case missingUpgradeHeader
     case missingConnectionUpgrade
     case unsupportedVersion(String?)
@@ -57,7 +58,7 @@ extension ProtocolError {
             return .messageTooBig
         case .invalidUTF8, .invalidCompressedData:
             return .invalidPayload
-        case .methodNotAllowed, .httpVersionNotSupported, .missingUpgradeHeader, .missingConnectionUpgrade,
+        case .methodNotAllowed, .httpVersionNotSupported, .missingHost, .missingUpgradeHeader, .missingConnectionUpgrade,
             .unsupportedVersion, .missingKey, .invalidKey:
             return .protocolError
         }
@@ -92,6 +93,7 @@ extension ProtocolError {
         case .invalidCompressedData: return "compressed data does not inflate"
         case .methodNotAllowed(let method): return "method \(method) not allowed: a WebSocket upgrade is a GET"
         case .httpVersionNotSupported: return "a WebSocket upgrade needs HTTP/1.1 or later"
+        case .missingHost: return "missing Host header"
         case .missingUpgradeHeader: return "missing 'Upgrade: websocket'"
         case .missingConnectionUpgrade: return "missing 'Connection: Upgrade'"
         case .unsupportedVersion(let v):

@@ -7,7 +7,7 @@ import NIOCore
 /// It answers pings, runs the close handshake (RFC 6455 §7: reply to a close, and as the server close TCP first,
 /// §7.1.1), fails the connection with the right code on a protocol error (§7.1.7), and keeps the heartbeat: a ping
 /// every `pingInterval`, and the connection is dropped when no pong comes within `pongTimeout`.
-public struct WebSocketConnection: Sendable {
+public struct WebSocketConnection {
     public struct Configuration: Sendable {
         public var maxFrameSize: Int
         public var maxMessageSize: Int
@@ -66,7 +66,7 @@ public struct WebSocketConnection: Sendable {
     public var bufferedMessageBytes: Int { reader.assembler.bufferedBytes }
 
     /// Consumes bytes from the peer and appends what to do about them.
-    public mutating func receive(_ buffer: inout ByteBuffer, now: Int64, inflater: Inflater?, actions: inout [Action]) {
+    public mutating func receive(_ buffer: inout ByteBuffer, now: Int64, actions: inout [Action]) {
         lastHeard = now
         while true {
             guard state != .closed else {
@@ -75,7 +75,7 @@ public struct WebSocketConnection: Sendable {
             }
             let message: WebSocketMessage?
             do {
-                message = try reader.next(&buffer, inflater: inflater)
+                message = try reader.next(&buffer)
             } catch {
                 fail(error, actions: &actions)
                 return

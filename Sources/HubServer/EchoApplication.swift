@@ -16,6 +16,9 @@ final class EchoApplication: WebSocketApplication {
 
     func didClose(_ socket: WebSocketHandler) {}
 
+    /// The echo route keeps reading: a peer over its budget is closed, and data after the close is discarded.
+    var holdsReadsWhenUnwritable: Bool { false }
+
     /// Echo replies are not paced: a peer that sends faster than it reads is closed at its budget.
     func writabilityChanged(_ socket: WebSocketHandler, writable: Bool) {
         if !writable { socket.closeSlowConsumer() }

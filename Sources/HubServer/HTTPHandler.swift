@@ -50,7 +50,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard !done else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
-            requestTimer?.cancel()
+            // The request timer keeps running until the request ends: a body that trickles is cut off too.
             self.head = head
             if head.headerBytes > server.configuration.maxHeaderBytes {
                 respond(context: context, status: .requestHeaderFieldsTooLarge, code: "headers_too_large",

@@ -11,6 +11,7 @@ final class HubSession: WebSocketApplication, EventSink {
     private var subscriptions: [TopicKey: Subscription] = [:]
     private weak var socket: WebSocketHandler?
     private var heartbeat: Scheduled<Void>?
+    private var ageLimit: Scheduled<Void>?
     private var tokenTimers: [Scheduled<Void>] = []
     private var backlog = OutboundBacklog()
 
@@ -26,9 +27,9 @@ final class HubSession: WebSocketApplication, EventSink {
         if let principal { scheduleTokenTimers(principal) }
         // Connections do not live forever: after the maximum age the client reconnects and resumes with `since`.
         let age = nanoseconds(server.configuration.maxConnectionAgeSeconds)
-        tokenTimers.append(resources.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(age)) { [weak self] in
+        ageLimit = resources.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(age)) { [weak self] in
             self?.socket?.close(code: .goingAway, reason: "max connection age")
-        })
+        }
     }
 
     /// `{"type":"heartbeat"}` every interval, so a browser can tell a silent hub from a dead one.
@@ -45,6 +46,7 @@ final class HubSession: WebSocketApplication, EventSink {
     func didClose(_ socket: WebSocketHandler) {
         backlog.removeAll()
         heartbeat?.cancel()
+        ageLimit?.cancel()
         tokenTimers.forEach { $0.cancel() }
         tokenTimers.removeAll()
         for subscription in subscriptions.values { resources.router.unsubscribe(subscription, broker: server.broker) }
@@ -62,11 +64,14 @@ final class HubSession: WebSocketApplication, EventSink {
         }
         // Paced: wait for the channel to drain. Live bytes beyond the budget make this a slow consumer.
         backlog.append(event, subscription: subscription, live: !replay, bytes: frame.readableBytes)
-        if backlog.liveBytes > server.configuration.outboundBudget / 2 {
+        if backlog.liveBytes > server.configuration.outboundBudget / 2 || backlog.count > OutboundBacklog.maxEntries {
             backlog.removeAll()
             socket.closeSlowConsumer()
         }
     }
+
+    /// Ops are read only as fast as their replies are read.
+    var holdsReadsWhenUnwritable: Bool { true }
 
     func writabilityChanged(_ socket: WebSocketHandler, writable: Bool) {
         guard writable else { return }
@@ -181,6 +186,7 @@ final class HubSession: WebSocketApplication, EventSink {
             return sendError(id: id, "not_subscribed", "not subscribed to \(topic.workspace)/\(topic.execution)")
         }
         resources.router.unsubscribe(subscription, broker: server.broker)
+        backlog.remove(subscription)
         var reply: [(String, JSON)] = [("type", .string("unsubscribed"))]
         if let id { reply.append(("id", id)) }
         reply += [("workspace", .string(topic.workspace)), ("execution", .string(topic.execution))]

@@ -4,12 +4,10 @@ import NIOCore
 
 /// State shared by every connection of one event loop: touched only on that loop, so it needs no lock.
 ///
-/// With `client_no_context_takeover` the inflater is reset after each message, so one per loop serves every
-/// connection and an idle connection holds no zlib memory; with `server_no_context_takeover` the same holds for
-/// the deflater.
+/// With `server_no_context_takeover` every outgoing message is compressed from an empty window, so one deflater
+/// (per window size) serves every connection of the loop and an idle connection holds no zlib memory.
 final class LoopResources: @unchecked Sendable {
     let eventLoop: EventLoop
-    let inflater = Inflater()
     /// This loop's subscription table.
     let router: LoopRouter
     /// Encodes events published from this loop (owns its own deflater).

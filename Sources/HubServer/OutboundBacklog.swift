@@ -7,6 +7,9 @@ import HubCore
 /// count against the slow-consumer budget, so a watcher that catches up on a long history is not mistaken for a
 /// slow one, while one that cannot keep up with live traffic is.
 struct OutboundBacklog {
+    /// However they are counted, more entries than this make the connection a slow consumer.
+    static let maxEntries = 10_000
+
     private var items: [(event: EncodedEvent, subscription: Subscription, live: Bool, bytes: Int)] = []
     private var head = 0
     private(set) var liveBytes = 0
@@ -32,6 +35,15 @@ struct OutboundBacklog {
             if item.subscription.active { return (item.event, item.subscription) }
         }
         return nil
+    }
+
+    /// Drops the waiting entries of an ended subscription.
+    mutating func remove(_ subscription: Subscription) {
+        var kept = items[head...].filter { $0.subscription !== subscription }
+        kept.reserveCapacity(kept.count)
+        items = Array(kept)
+        head = 0
+        liveBytes = items.reduce(0) { $0 + ($1.live ? $1.bytes : 0) }
     }
 
     mutating func removeAll() {

@@ -33,8 +33,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         self.principal = principal
         self.timer = StreamTimer(now: WebSocketHandler.now(),
             heartbeatInterval: nanoseconds(server.configuration.heartbeatSeconds),
-            maxAge: min(nanoseconds(server.configuration.maxConnectionAgeSeconds),
-                max(principal.expiresAt - server.nowSeconds, 0) * 1_000_000_000))
+            maxAge: nanoseconds(min(server.configuration.maxConnectionAgeSeconds,
+                Double(max(principal.expiresAt - server.nowSeconds, 0)))))
     }
 
     static let responseHead = ByteBuffer(string:
@@ -54,7 +54,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         scheduleFlush(context: context)
         subscription = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker) { [weak self] _, result in
             guard let self, let context = self.context else { return }
-            self.lastSeq = since ?? result.headSeq
+            self.lastSeq = min(since ?? result.headSeq, result.headSeq)
             if let first = result.truncatedFirstSeq, let since = self.since {
                 var buffer = context.channel.allocator.buffer(capacity: 128)
                 let data = JSON.object([("workspace", .string(self.topic.workspace)), ("execution", .string(self.topic.execution)),
@@ -109,7 +109,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         // Paced by the reader; a reader that falls a budget behind live traffic is cut off and resumes with
         // Last-Event-ID (an EventSource reconnects by itself).
         backlog.append(event, subscription: subscription, live: !replay, bytes: event.sse.readableBytes)
-        if backlog.liveBytes > server.configuration.outboundBudget / 2 {
+        if backlog.liveBytes > server.configuration.outboundBudget / 2 || backlog.count > OutboundBacklog.maxEntries {
             server.logger.info("closing slow SSE consumer", metadata: ["workspace": "\(topic.workspace)"])
             backlog.removeAll()
             finish()

@@ -11,6 +11,9 @@ protocol WebSocketApplication: AnyObject {
     func didClose(_ socket: WebSocketHandler)
     /// The channel went over (false) or back under (true) its write-buffer water marks.
     func writabilityChanged(_ socket: WebSocketHandler, writable: Bool)
+    /// Whether to stop reading from a peer while its channel is over the water mark, so a peer that sends
+    /// requests but does not read the replies cannot make the hub queue without bound.
+    var holdsReadsWhenUnwritable: Bool { get }
 }
 
 /// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
@@ -19,8 +22,9 @@ protocol WebSocketApplication: AnyObject {
 /// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed once
 /// per connection per event-loop tick, a frame meant for many connections is built once by the caller and written
 /// as the same buffer, and the connection keeps only a few bytes of partial header between reads.
-final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private var connection: WebSocketConnection
@@ -31,8 +35,10 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Bytes of an incomplete frame header or control frame, kept between reads.
     private var pending: ByteBuffer?
     private var actions: [WebSocketConnection.Action] = []
-    private var inRead = false
     private var flushPending = false
+    private var performing = false
+    /// A read the channel asked for while it was over its water mark.
+    private var readHeld = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: Int64?
     private var closed = false
@@ -76,15 +82,13 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = unwrapInboundIn(data)
-        inRead = true
         let now = clock()
-        let inflater = connection.deflate == nil ? nil : resources.inflater
         if var buffered = pending {
             buffered.writeBuffer(&input)
-            connection.receive(&buffered, now: now, inflater: inflater, actions: &actions)
+            connection.receive(&buffered, now: now, actions: &actions)
             pending = buffered.readableBytes > 0 ? buffered : nil
         } else {
-            connection.receive(&input, now: now, inflater: inflater, actions: &actions)
+            connection.receive(&input, now: now, actions: &actions)
             // Keep the few unread bytes in a small buffer of their own, not the whole receive buffer.
             if input.readableBytes > 0 {
                 var keep = context.channel.allocator.buffer(capacity: input.readableBytes)
@@ -96,7 +100,6 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        inRead = false
         if flushPending {
             flushPending = false
             context.flush()
@@ -109,8 +112,21 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !closed { application.writabilityChanged(self, writable: context.channel.isWritable) }
+        let writable = context.channel.isWritable
+        if !closed { application.writabilityChanged(self, writable: writable) }
+        if writable && readHeld {
+            readHeld = false
+            context.read()
+        }
         context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if application.holdsReadsWhenUnwritable && !context.channel.isWritable {
+            readHeld = true
+        } else {
+            context.read()
+        }
     }
 
     /// Whether the channel can take more without going over its water mark.
@@ -159,24 +175,26 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
         scheduleTick(now: clock())
     }
 
+    /// One flush per connection per loop tick: at the end of a read burst (channelReadComplete) or, for writes
+    /// that do not come from a read (fan-out, timers, bytes forwarded at the upgrade), in a task after this one.
     private func scheduleFlush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
-        // Inside a read, channelReadComplete flushes; otherwise flush once at the end of this loop tick.
-        if !inRead {
-            context.eventLoop.assumeIsolated().execute { [self] in
-                guard flushPending, let context = self.context else { return }
-                flushPending = false
-                context.flush()
-            }
+        context.eventLoop.assumeIsolated().execute { [self] in
+            guard flushPending, let context = self.context else { return }
+            flushPending = false
+            context.flush()
         }
     }
 
     private func perform(context: ChannelHandlerContext) {
-        var i = 0
-        while i < actions.count {
-            let action = actions[i]
-            i += 1
+        // Re-entrant calls (an application closing the socket while a message is delivered) only append; the
+        // outermost call carries out every action once, in order.
+        guard !performing else { return }
+        performing = true
+        defer { performing = false }
+        while !actions.isEmpty {
+            let action = actions.removeFirst()
             switch action {
             case .deliver(let message):
                 application.didReceive(message, from: self)
@@ -196,7 +214,6 @@ final class WebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
                 context.close(promise: nil)
             }
         }
-        actions.removeAll(keepingCapacity: true)
     }
 
     private func finish() {

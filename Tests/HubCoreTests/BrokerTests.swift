@@ -8,6 +8,8 @@ import XCTest
 final class CollectingSink: EventSink, @unchecked Sendable {
     var seqs: [UInt64] = []
     var events: [EncodedEvent] = []
+    /// The head the broker reported when the subscription started.
+    var head: UInt64?
     let until: UInt64
     let done: EventLoopPromise<Void>
 
@@ -72,7 +74,9 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
             let (since, sink) = try subLoop.submit { () -> (UInt64?, CollectingSink) in
                 let sink = CollectingSink(until: UInt64(total), on: subLoop)
                 let since: UInt64? = i % 5 == 0 ? nil : UInt64(i * 7)
-                _ = router.subscribe(self.topic, since: since, sink: sink, broker: broker) { _, _ in }
+                _ = router.subscribe(self.topic, since: since, sink: sink, broker: broker) { _, result in
+                    sink.head = result.headSeq
+                }
                 return (since, sink)
             }.wait()
             sinks.append((since, sink))
@@ -80,12 +84,14 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         try published.wait()
         for (since, sink) in sinks {
             try sink.done.futureResult.wait()
-            let seqs = try subLoop.submit { sink.seqs }.wait()
+            let (seqs, head) = try subLoop.submit { (sink.seqs, sink.head!) }.wait()
             guard let first = seqs.first else { return XCTFail("nothing received") }
             // Compared as a summary (first, count, in order, unique) to keep failure output readable.
             let inOrder = zip(seqs, seqs.dropFirst()).allSatisfy { $1 == $0 + 1 }
             if let since {
-                XCTAssertEqual([first, UInt64(seqs.count)], [since + 1, UInt64(total) - since], "since \(since)")
+                // A since beyond the head (numbering the client cannot have seen) replays from the start.
+                let from = since <= head ? since : 0
+                XCTAssertEqual([first, UInt64(seqs.count)], [from + 1, UInt64(total) - from], "since \(since)")
             } else {
                 // Live only: from some point on, every event exactly once.
                 XCTAssertEqual(UInt64(seqs.count), UInt64(total) - first + 1)
@@ -138,6 +144,26 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(later.replay.count, 0)
         let next = try loop.flatSubmit { broker.publish([self.event(9)], on: loop, encoder: encoder) }.wait()
         XCTAssertEqual(next.map(\.seq), [9])
+    }
+
+    /// A client that saw numbers the execution no longer has (say the hub restarted) is told, and gets everything.
+    func testSinceBeyondTheHeadReplaysFromTheStart() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        _ = try loop.flatSubmit { broker.publish((1...3).map { self.event($0) }, on: loop, encoder: encoder) }.wait()
+        let result = try loop.flatSubmit { broker.subscribe(self.topic, since: 57, router: router) }.wait()
+        XCTAssertEqual(result.headSeq, 3)
+        XCTAssertEqual(result.truncatedFirstSeq, 1)
+        XCTAssertEqual(result.replay.map(\.seq), [1, 2, 3])
+        let sink = try loop.submit { () -> CollectingSink in
+            let sink = CollectingSink(until: 3, on: loop)
+            _ = router.subscribe(self.topic, since: 57, sink: sink, broker: broker) { _, _ in }
+            return sink
+        }.wait()
+        try sink.done.futureResult.wait()
+        XCTAssertEqual(try loop.submit { sink.seqs }.wait(), [1, 2, 3])
     }
 
     func testTotalBoundEvictsTheLeastRecentlyActiveExecution() throws {

@@ -12,7 +12,7 @@ final class CloseCodeTests: XCTestCase {
         if let closePayload { payload = closePayload } else if let code { payload = [UInt8(code >> 8), UInt8(code & 0xFF)] + reason }
         var input = ByteBuffer(bytes: masked(0x8, payload))
         var actions: [WebSocketConnection.Action] = []
-        conn.receive(&input, now: 0, inflater: nil, actions: &actions)
+        conn.receive(&input, now: 0, actions: &actions)
         XCTAssertEqual(actions.last, .closeTCP)
         guard case .writeClose(let frame) = actions.first else {
             XCTFail("no close frame in \(actions)")
@@ -68,13 +68,13 @@ final class CloseCodeTests: XCTestCase {
             deflate: nil, now: 0)
         var input = ByteBuffer(bytes: [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
         var actions: [WebSocketConnection.Action] = []
-        conn.receive(&input, now: 0, inflater: nil, actions: &actions)
+        conn.receive(&input, now: 0, actions: &actions)
         XCTAssertEqual(actions, [.writeClose(ByteBuffer(bytes: protocolErrorReply("client frames must be masked"))), .closeTCP])
 
         var big = WebSocketConnection(configuration: conn.configuration, deflate: nil, now: 0)
         var bigInput = ByteBuffer(bytes: [0x82, 0xFE, 0x01, 0x00, 1, 2, 3, 4])
         actions = []
-        big.receive(&bigInput, now: 0, inflater: nil, actions: &actions)
+        big.receive(&bigInput, now: 0, actions: &actions)
         XCTAssertEqual(actions, [.writeClose(ByteBuffer(bytes: [0x88, 0x1D, 0x03, 0xF1] + Array("frame larger than 100 bytes".utf8))), .closeTCP])
     }
 }
@@ -168,5 +168,34 @@ final class CompressedFrameTests: XCTestCase {
         Deflater().compressMessage(ByteBuffer(bytes: [0x41, 0xFF, 0x41]), into: &payload)
         XCTAssertEqual(readAll(masked(0x1, Array(payload.readableBytesView), rsv1: true), chunking: .byteByByte, deflate: true).error,
             .invalidUTF8)
+    }
+}
+
+final class InflaterIsolationTests: XCTestCase {
+    /// Two connections interleave compressed messages: each message has inflate state of its own, so neither sees
+    /// the other's data, and a connection that dies mid-message leaves nothing behind.
+    func testInterleavedCompressedMessagesOfTwoConnections() throws {
+        func compressed(_ text: String) -> [UInt8] {
+            var out = ByteBuffer()
+            Deflater().compressMessage(ByteBuffer(string: text), into: &out)
+            return Array(out.readableBytesView)
+        }
+        let a = compressed(String(repeating: "alpha ", count: 50))
+        let b = compressed(String(repeating: "bravo ", count: 50))
+        var readerA = WebSocketReader(maxFrameSize: 4096, maxMessageSize: 4096, deflate: true)
+        var readerB = WebSocketReader(maxFrameSize: 4096, maxMessageSize: 4096, deflate: true)
+        var bufA = ByteBuffer(bytes: masked(0x1, Array(a[..<10]), fin: false, rsv1: true))
+        XCTAssertNil(try readerA.next(&bufA))
+        var bufB = ByteBuffer(bytes: masked(0x1, b, rsv1: true))
+        XCTAssertEqual(try readerB.next(&bufB), text(String(repeating: "bravo ", count: 50)))
+        bufA.writeBytes(masked(0x0, Array(a[10...])))
+        XCTAssertEqual(try readerA.next(&bufA), text(String(repeating: "alpha ", count: 50)))
+        // A connection that sent half a compressed message and vanished does not affect a new one.
+        var dead = WebSocketReader(maxFrameSize: 4096, maxMessageSize: 4096, deflate: true)
+        var bufDead = ByteBuffer(bytes: masked(0x1, [0x00, 0xFF, 0xFF, 0x00, 0x00], fin: false, rsv1: true))
+        XCTAssertNil(try dead.next(&bufDead))
+        var fresh = WebSocketReader(maxFrameSize: 4096, maxMessageSize: 4096, deflate: true)
+        var bufFresh = ByteBuffer(bytes: masked(0x1, b, rsv1: true))
+        XCTAssertEqual(try fresh.next(&bufFresh), text(String(repeating: "bravo ", count: 50)))
     }
 }

@@ -135,3 +135,15 @@ final class ExtensionNegotiationTests: XCTestCase {
         XCTAssertNil(negotiate(["permessage-deflate"], policy: .init(enabled: false)))
     }
 }
+
+final class HostHeaderTests: XCTestCase {
+    func testRequestWithoutHostIsRefused() {
+        let request = HandshakeRequest(method: "GET", uri: "/ws", headers: [
+            (name: "Upgrade", value: "websocket"), (name: "Connection", value: "Upgrade"),
+            (name: "Sec-WebSocket-Key", value: "dGhlIHNhbXBsZSBub25jZQ=="), (name: "Sec-WebSocket-Version", value: "13"),
+        ])
+        guard case .failure(let error) = Handshake.accept(request) else { return XCTFail("accepted without Host") }
+        XCTAssertEqual(error, .missingHost)
+        XCTAssertEqual(error.httpStatus.code, 400)
+    }
+}

@@ -13,7 +13,6 @@ func readAll(_ bytes: [UInt8], chunking: Chunking, maxFrameSize: Int = 1 << 20, 
 {
     var reader = WebSocketReader(maxFrameSize: maxFrameSize, maxMessageSize: maxMessageSize,
         expectMasked: expectMasked, deflate: deflate)
-    let inflater = deflate ? Inflater() : nil
     var pending = ByteBuffer()
     var messages: [WebSocketMessage] = []
     let step: Int
@@ -28,7 +27,7 @@ func readAll(_ bytes: [UInt8], chunking: Chunking, maxFrameSize: Int = 1 << 20, 
         pending.writeBytes(bytes[i..<end])
         i = end
         do {
-            while let m = try reader.next(&pending, inflater: inflater) { messages.append(m) }
+            while let m = try reader.next(&pending) { messages.append(m) }
         } catch {
             return (messages, error)
         }

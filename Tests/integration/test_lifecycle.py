@@ -87,3 +87,20 @@ def test_slow_consumer_is_closed_at_its_budget(hub_factory):
     assert 0 < received < sent
     ws.send_frame(0x8, struct.pack("!H", 1000))
     assert ws.read_eof()
+
+
+def test_frames_sent_with_the_upgrade_request_are_answered(echo_hub):
+    """Bytes that arrive in the same read as the upgrade request are handed to the WebSocket handler and answered
+    without the client sending anything more (they used to wait for the next read to be flushed)."""
+    import socket
+    from rawws import upgrade_request
+    s = socket.create_connection((echo_hub.host, echo_hub.port), timeout=5)
+    ping = bytes([0x89, 0x82, 0, 0, 0, 0]) + b"hi"
+    s.sendall(upgrade_request() + ping)
+    data = b""
+    while b"\x8a\x02hi" not in data:
+        chunk = s.recv(4096)
+        assert chunk, f"closed before the pong: {data!r}"
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    s.close()

@@ -108,7 +108,7 @@ class ExecutionView {
       case "execution.failed":
         this.status = ev.event === "execution.completed" ? "completed" : "failed";
         this.total = d.total_duration_ms;
-        if (d.error) this.note(`${d.failed_node ? d.failed_node + ": " : ""}${d.error.message}${d.error.code ? ` (${d.error.code})` : ""}`, "error");
+        if (d.error) this.note(`${d.failed_node ? `failed at ${d.failed_node}: ` : ""}${d.error.message}${d.error.code ? ` (${d.error.code})` : ""}`, "error");
         // Nodes that never started will not run any more.
         for (const n of this.nodes.values()) if (n.status === "pending") n.status = "not-run";
         break;
@@ -272,6 +272,7 @@ function banner(text) {
 // ---- which executions to watch -----------------------------------------------------------------------------------
 
 const views = new Map(); // execution -> {view, sub}
+const seen = new Set();   // every execution listed so far: watched once at most, never again after eviction
 let client, workspace;
 
 function watch(execution, startedAt) {
@@ -305,10 +306,12 @@ function placeCards() {
   list.forEach((v, i) => { if (section.children[i + 1] !== v.card) section.insertBefore(v.card, section.children[i + 1] ?? null); });
 }
 
-/** Keeps the newest executions in view without dropping one that is still running. */
-function choose(executions) {
+/** Keeps the newest executions in view without dropping one that is still running: a new execution takes the
+ *  place of the oldest finished one, or waits for one to finish. Older executions listed at the first poll (beyond
+ *  the first four) and evicted ones are not shown again. */
+function choose(executions, first) {
   for (const item of executions) { // newest first
-    if (views.has(item.execution)) continue;
+    if (seen.has(item.execution)) continue;
     if (views.size >= MAX_WATCHED) {
       const victim = [...views.values()].map((w) => w.view)
         .filter((v) => v.finished && (v.startedAt ?? "") < item.started_at)
@@ -316,16 +319,20 @@ function choose(executions) {
       if (!victim) break;
       unwatch(victim.execution);
     }
+    seen.add(item.execution);
     watch(item.execution, item.started_at);
   }
+  if (first) for (const item of executions) seen.add(item.execution);
 }
 
+let polled = false;
 async function poll() {
   try {
     const r = await fetch("/demo/executions", { cache: "no-store" });
     if (!r.ok) throw new Error(`GET /demo/executions: ${r.status}`);
     const { executions } = await r.json();
-    choose(executions.filter((e) => e.workspace === workspace));
+    choose(executions.filter((e) => e.workspace === workspace), !polled);
+    polled = true;
     banner(null);
   } catch (err) {
     banner(`Cannot list executions: ${err.message}`);

@@ -83,11 +83,13 @@ export class HubClient extends Emitter {
   #started = false;          // connect() was called and close() was not
   #token = null;             // last token from getToken(), and its expiry
   #tokenExp = null;
+  #tokenCall = null;         // the pending getToken() call, shared by streams that open together
   #refreshing = null;        // the pending refresh, so token.expiring and the timer refresh once
   #refreshTimer = null;
 
   // WebSocket
   #ws = null;
+  #wsOpen = false;           // the current socket has opened
   #wsOpened = false;         // any WebSocket of this client ever opened: then never fall back to SSE
   #wsFailures = 0;           // consecutive attempts that failed before opening
   #attempt = 0;              // backoff exponent; reset once a connection proves alive (first message)
@@ -112,9 +114,10 @@ export class HubClient extends Emitter {
    */
   constructor(options = {}) {
     super();
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
     this.#opts = {
       url: globalThis.location?.origin ?? "", getToken: null, transport: "auto", minDelayMs: 250, maxDelayMs: 10000,
-      heartbeatTimeoutMs: 40000, wsAttemptsBeforeFallback: 2, refreshEarlyMs: 60000, ...options,
+      heartbeatTimeoutMs: 40000, wsAttemptsBeforeFallback: 2, refreshEarlyMs: 60000, ...given,
     };
     this.#opts.url = String(this.#opts.url).replace(/\/+$/, "");
     const hasWebSocket = typeof globalThis.WebSocket === "function";
@@ -193,10 +196,15 @@ export class HubClient extends Emitter {
     if (!this.#opts.getToken) return null;
     const fresh = this.#token && (this.#tokenExp === null || this.#tokenExp * 1000 - Date.now() > this.#opts.refreshEarlyMs);
     if (!force && fresh) return this.#token;
-    const token = String(await this.#opts.getToken());
-    this.#token = token;
-    this.#tokenExp = tokenExpiry(token);
-    return token;
+    this.#tokenCall ??= (async () => {
+      try {
+        const token = String(await this.#opts.getToken());
+        this.#token = token;
+        this.#tokenExp = tokenExpiry(token);
+        return token;
+      } finally { this.#tokenCall = null; }
+    })();
+    return this.#tokenCall;
   }
 
   /** Gives every delivered event to its subscription, in seq order, exactly once. */
@@ -270,7 +278,7 @@ export class HubClient extends Emitter {
     let token;
     try { token = await this.#getToken(); } catch (err) {
       this.#error({ code: "token_unavailable", message: String(err?.message ?? err) });
-      this.#scheduleReconnect(false);
+      this.#scheduleReconnect(false, false); // the application's failure, not the WebSocket's: no fallback
       return;
     }
     if (!this.#started || this.#transport !== "websocket") return;
@@ -278,10 +286,10 @@ export class HubClient extends Emitter {
     let ws;
     try { ws = new WebSocket(url); } catch (err) { this.#error({ code: "websocket_failed", message: String(err) }); this.#scheduleReconnect(false); return; }
     this.#ws = ws;
-    let opened = false, alive = false;
+    this.#armWatchdog(); // also bounds a connection attempt that never completes
+    let alive = false;
     ws.onopen = () => {
-      opened = true;
-      this.#wsOpened = true;
+      this.#wsOpen = this.#wsOpened = true;
       this.#wsFailures = 0;
       this.#pending.clear();
       this.#setState("open");
@@ -298,6 +306,7 @@ export class HubClient extends Emitter {
     };
     ws.onclose = (e) => {
       if (this.#ws !== ws) return;
+      const opened = this.#wsOpen;
       this.#detachSocket();
       // 4401: the token expired; forget it so that the reconnection asks getToken() for a fresh one.
       if (e.code === 4401) { this.#token = null; this.#tokenExp = null; }
@@ -311,6 +320,7 @@ export class HubClient extends Emitter {
   #detachSocket() {
     const ws = this.#ws;
     this.#ws = null;
+    this.#wsOpen = false;
     clearTimeout(this.#watchdog);
     clearTimeout(this.#refreshTimer);
     this.#pending.clear();
@@ -318,9 +328,9 @@ export class HubClient extends Emitter {
     for (const sub of this.#subs.values()) sub.resyncing = false;
   }
 
-  #scheduleReconnect(wasOpen) {
+  #scheduleReconnect(wasOpen, upgradeFailed = !wasOpen) {
     if (!this.#started) return;
-    if (!wasOpen) {
+    if (upgradeFailed) {
       this.#wsFailures++;
       // 'auto': an upgrade that never succeeds (no WebSocket route, a proxy that refuses upgrades): use SSE.
       if (this.#opts.transport === "auto" && !this.#wsOpened && this.#wsFailures >= this.#opts.wsAttemptsBeforeFallback) {
@@ -338,12 +348,12 @@ export class HubClient extends Emitter {
   #armWatchdog() {
     clearTimeout(this.#watchdog);
     this.#watchdog = setTimeout(() => {
-      const ws = this.#ws;
+      const ws = this.#ws, wasOpen = this.#wsOpen;
       if (!ws) return;
       this.#detachSocket();
       try { ws.close(4000, "heartbeat timeout"); } catch { /* already closing */ }
-      this.emit("disconnect", { code: 4000, reason: "heartbeat timeout", wasOpen: true });
-      this.#scheduleReconnect(true);
+      this.emit("disconnect", { code: 4000, reason: "heartbeat timeout", wasOpen });
+      this.#scheduleReconnect(wasOpen);
     }, this.#opts.heartbeatTimeoutMs);
   }
 
@@ -396,7 +406,8 @@ export class HubClient extends Emitter {
         this.#refresh();
         return;
       case "heartbeat":
-        return; // the watchdog was re-armed by any message
+        this.emit("heartbeat"); // the watchdog was re-armed by the message already
+        return;
       case "error": {
         const target = req?.sub?.active ? req.sub : undefined;
         if (req?.op === "unsubscribe" && msg.code === "not_subscribed") return; // a resync racing a hub-side end
@@ -419,18 +430,19 @@ export class HubClient extends Emitter {
     this.#sseState();
   }
 
-  /** The client's state over SSE: reconnecting while any stream waits to reopen, open once all streams are. */
+  /** The client's state over SSE: reconnecting while a stream that failed or was ended reopens; connecting until
+   *  the first streams open; open otherwise (a stream opening for a new subscription does not count). */
   #sseState() {
     if (!this.#started) return;
     const streams = [...this.#streams.values()];
-    if (streams.some((s) => s.timer)) this.#setState("reconnecting");
-    else if (streams.some((s) => !s.open)) this.#setState(this.#state === "open" || this.#state === "reconnecting" ? "reconnecting" : "connecting");
+    if (streams.some((s) => s.retrying)) this.#setState("reconnecting");
+    else if (this.#state === "connecting" && streams.some((s) => !s.open)) this.#setState("connecting");
     else this.#setState("open");
   }
 
   async #openStream(sub) {
     const key = sub.key;
-    const stream = this.#streams.get(key) ?? { es: null, timer: null, attempt: 0, open: false };
+    const stream = this.#streams.get(key) ?? { es: null, timer: null, attempt: 0, open: false, retrying: false };
     this.#streams.set(key, stream);
     stream.timer = null;
     let token;
@@ -445,11 +457,18 @@ export class HubClient extends Emitter {
     // EventSource cannot set Last-Event-ID on the first request: the hub takes it from the query too.
     if (sub.lastSeq !== null) q.set("last_event_id", String(sub.lastSeq));
     const path = `/api/v1/workspaces/${encodeURIComponent(sub.workspace)}/executions/${encodeURIComponent(sub.execution)}/stream`;
-    const es = new EventSource(`${this.#opts.url}${path}${q.toString() ? "?" + q : ""}`, { withCredentials: true });
+    // Credentials (the hub_token cookie) only when there is no token: a cross-origin request with credentials needs
+    // more of the server's CORS answer than one without.
+    const es = new EventSource(`${this.#opts.url}${path}${q.toString() ? "?" + q : ""}`, { withCredentials: !token });
     stream.es = es;
     stream.open = false;
     sub.resyncing = false;
-    es.onopen = () => { stream.open = true; this.#sseState(); };
+    es.onopen = () => {
+      stream.open = true;
+      stream.retrying = false;
+      this.#sseState();
+      sub.emit("subscribed", { workspace: sub.workspace, execution: sub.execution, seq: null });
+    };
     const onEvent = (e) => {
       stream.attempt = 0;
       let ev;
@@ -476,6 +495,7 @@ export class HubClient extends Emitter {
     if (!stream || !sub || !this.#started) return;
     if (stream.es) { stream.es.close(); stream.es = null; } // first, so the workspace's stream cap is not hit
     stream.open = false;
+    stream.retrying = true;
     if (stream.timer) return;
     const wait = delay ?? this.#delay(stream.attempt++);
     stream.timer = setTimeout(() => { stream.timer = null; this.#openStream(sub); this.#sseState(); }, wait);
