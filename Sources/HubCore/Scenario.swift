@@ -50,6 +50,8 @@ public struct Scenario: Sendable {
         var finish: [String: Int64] = [:]
         var failedAt: Int64?
         for node in nodes {
+            // A node runs only when every node it depends on completed (not failed, not skipped).
+            guard node.dependsOn.allSatisfy({ finish[$0] != nil && $0 != failing }) else { continue }
             let start = (node.dependsOn.compactMap { finish[$0] }.max() ?? 0) + ms(Double.random(in: 20...80, using: &rng))
             if let failedAt, start >= failedAt { continue }
             let duration = ms(Double.random(in: 250...1800, using: &rng))
@@ -86,11 +88,12 @@ public struct Scenario: Sendable {
             ])))
         }
         let total = finish.values.max() ?? 0
-        if let failedAt, let failing {
-            steps.append(Step(at: failedAt + 5, event: .object(base("execution.failed") + [
+        if failedAt != nil, let failing {
+            // Nodes already running when one failed finish first; then the execution fails.
+            steps.append(Step(at: total + 5, event: .object(base("execution.failed") + [
                 ("idempotency_key", .string("\(execution):end")),
                 ("data", .object([("error", .object([("message", .string("node \(failing) failed")), ("code", .string("NODE_FAILED"))])),
-                    ("total_duration_ms", .number(Double(failedAt + 5))), ("failed_node", .string(failing))])),
+                    ("total_duration_ms", .number(Double(total + 5))), ("failed_node", .string(failing))])),
             ])))
         } else {
             steps.append(Step(at: total + 5, event: .object(base("execution.completed") + [

@@ -240,7 +240,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         done = true
         requestTimer?.cancel()
         let stream = SSEHandler(server: server, resources: server.loops.resources(for: context.eventLoop), topic: topic,
-            since: since, principal: principal)
+            since: since, principal: principal, origin: head.headers.first(name: "Origin"))
         if handOver(context: context, to: stream, budget: server.configuration.outboundBudget / 2) {
             stream.start()
         } else {

@@ -16,6 +16,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private let topic: TopicKey
     private let since: UInt64?
     private let principal: Principal
+    /// The request's Origin, already checked against the allow-list.
+    private let origin: String?
     private var context: ChannelHandlerContext?
     private var subscription: Subscription?
     private var timer: StreamTimer
@@ -25,7 +27,10 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var lastSeq: UInt64 = 0
     private var backlog = OutboundBacklog()
 
-    init(server: ServerContext, resources: LoopResources, topic: TopicKey, since: UInt64?, principal: Principal) {
+    init(server: ServerContext, resources: LoopResources, topic: TopicKey, since: UInt64?, principal: Principal,
+        origin: String?)
+    {
+        self.origin = origin
         self.server = server
         self.resources = resources
         self.topic = topic
@@ -37,9 +42,15 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 Double(max(principal.expiresAt - server.nowSeconds, 0)))))
     }
 
-    static let responseHead = ByteBuffer(string:
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
-            + "Connection: close\r\n\r\n")
+    /// The response head. A browser page from an allowed other origin gets the CORS headers EventSource needs
+    /// (credentials included, for the cookie).
+    func responseHead() -> ByteBuffer {
+        var head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
+        if let origin {
+            head += "Access-Control-Allow-Origin: \(origin)\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+        }
+        return ByteBuffer(string: head + "Connection: close\r\n\r\n")
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -48,7 +59,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw bytes.
     func start() {
         guard let context else { return }
-        var start = Self.responseHead
+        var start = responseHead()
         SSEEncoder.writeRetry(into: &start, milliseconds: server.configuration.sseRetryMilliseconds)
         context.write(wrapOutboundOut(start), promise: nil)
         scheduleFlush(context: context)

@@ -1,6 +1,7 @@
 """Fixtures that start a real hub process (the binary under test) on a free port."""
 import os
 import subprocess
+import threading
 import pytest
 
 HUB_BIN = os.environ.get("HUB_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "hub")
@@ -31,6 +32,40 @@ class Hub:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class StderrLines:
+    """The hub's log (its stderr), collected line by line in a background thread, so that a test can look for a
+    log line without blocking on the pipe. Attach with `collect_stderr(hub)` right after the hub started."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def matching(self, predicate):
+        with self._cond:
+            return [line for line in self.lines if predicate(line)]
+
+    def wait_for(self, predicate, timeout=10.0):
+        """The lines matching `predicate` once there is at least one (an empty list after `timeout` seconds)."""
+        with self._cond:
+            self._cond.wait_for(lambda: any(predicate(line) for line in self.lines), timeout)
+            return [line for line in self.lines if predicate(line)]
+
+
+def collect_stderr(hub):
+    """Starts (once) collecting `hub`'s stderr lines; returns the StderrLines."""
+    if getattr(hub, "stderr_lines", None) is None:
+        hub.stderr_lines = StderrLines(hub.proc.stderr)
+    return hub.stderr_lines
 
 
 @pytest.fixture

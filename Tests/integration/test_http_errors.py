@@ -78,3 +78,24 @@ def test_accepted_upgrade_status_and_accept_key(echo_hub):
     s.close()
     assert data.startswith("HTTP/1.1 101 Switching Protocols\r\n")
     assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in data
+
+
+def test_sse_from_an_allowed_origin_gets_cors_headers(hub_factory):
+    """A page on another allowed origin can open an EventSource: the stream answers with the CORS headers."""
+    import subprocess
+    from conftest import HUB_BIN
+    hub = hub_factory("--token-secret", "s" * 20, "--allowed-origin", "https://app.example")
+    token = subprocess.check_output([HUB_BIN, "token", "--secret", "s" * 20, "--workspace", "w1"], text=True).strip()
+    raw = (f"GET /api/v1/workspaces/w1/executions/e1/stream?access_token={token} HTTP/1.1\r\nHost: x\r\n"
+           "Origin: https://app.example\r\nAccept: text/event-stream\r\n\r\n").encode()
+    import socket
+    s = socket.create_connection((hub.host, hub.port), timeout=5)
+    s.sendall(raw)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    s.close()
+    head = data.split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 200 OK")
+    assert "Access-Control-Allow-Origin: https://app.example\r\n" in head
+    assert "Access-Control-Allow-Credentials: true\r\n" in head

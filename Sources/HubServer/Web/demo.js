@@ -9,7 +9,7 @@ const POLL_MS = 2000;
 const MAX_LOG_LINES = 300;
 
 // For the browser tests: every rendered event's seq per execution (in the order received) and every state change.
-const hubDemo = (window.hubDemo = { events: {}, states: [], transport: null, errors: [], truncated: [] });
+const hubDemo = (window.hubDemo = { events: {}, states: [], transport: null, errors: [], truncated: [], disconnects: [] });
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
@@ -363,6 +363,7 @@ async function main() {
   });
   client.on("state", showState);
   client.on("error", (e) => { hubDemo.errors.push(e); console.warn("hub:", e); });
+  client.on("disconnect", (d) => hubDemo.disconnects.push(d));
   client.connect();
   if (ONLY) watch(ONLY, null);
   else poll();
