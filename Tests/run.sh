@@ -17,7 +17,8 @@ if grep -E "^$root/(Sources|Tests)/.*: warning:" .build/build.log; then
 fi
 
 echo "== unit tests"
-swift test --skip-build
+# Every stage is bounded, so a hang fails the run instead of stalling it.
+timeout 900 swift test --skip-build
 
 echo "== python environment"
 venv=$root/.build/venv
@@ -25,7 +26,7 @@ venv=$root/.build/venv
 "$venv/bin/pip" install -q --disable-pip-version-check -r Tests/integration/requirements.txt
 
 echo "== autobahn testsuite (echo route, permessage-deflate on)"
-bash Tests/autobahn/run.sh "$root/.build/debug/hub" "$shared/tools/autobahn"
+timeout 1800 bash Tests/autobahn/run.sh "$root/.build/debug/hub" "$shared/tools/autobahn"
 
 echo "== integration tests"
-HUB_BIN="$root/.build/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider Tests/integration
+HUB_BIN="$root/.build/debug/hub" timeout 2400 "$venv/bin/python" -m pytest -q -p no:cacheprovider Tests/integration

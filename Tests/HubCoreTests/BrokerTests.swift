@@ -67,21 +67,30 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertFalse(pubLoop === subLoop)
         let router = try subLoop.submit { LoopRouter(eventLoop: subLoop) }.wait()
         let total = 3000
-        let published = publishAll(broker, count: total, on: pubLoop)
+        // All but the last event are published while the subscriptions start; the last one only once every
+        // subscription is live, so that even a live-only subscription that started after the others has one to see.
+        let published = publishAll(broker, count: total - 1, on: pubLoop)
         var sinks: [(UInt64?, CollectingSink)] = []
+        var ready: [EventLoopFuture<Void>] = []
         // Subscribe repeatedly while publishing runs, each with a since somewhere behind the head.
         for i in 0..<60 {
-            let (since, sink) = try subLoop.submit { () -> (UInt64?, CollectingSink) in
+            let (since, sink, isReady) = try subLoop.submit { () -> (UInt64?, CollectingSink, EventLoopFuture<Void>) in
                 let sink = CollectingSink(until: UInt64(total), on: subLoop)
+                let isReady = subLoop.makePromise(of: Void.self)
                 let since: UInt64? = i % 5 == 0 ? nil : UInt64(i * 7)
                 _ = router.subscribe(self.topic, since: since, sink: sink, broker: broker) { _, result in
                     sink.head = result.headSeq
+                    isReady.succeed()
                 }
-                return (since, sink)
+                return (since, sink, isReady.futureResult)
             }.wait()
             sinks.append((since, sink))
+            ready.append(isReady)
         }
         try published.wait()
+        for r in ready { try r.wait() }
+        let encoder = try pubLoop.submit { EventEncoder() }.wait()
+        _ = try pubLoop.flatSubmit { broker.publish([self.event(total - 1)], on: pubLoop, encoder: encoder) }.wait()
         for (since, sink) in sinks {
             try sink.done.futureResult.wait()
             let (seqs, head) = try subLoop.submit { (sink.seqs, sink.head!) }.wait()
