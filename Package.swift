@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependency direction (see README "Layout"): C libraries → HubNative → HubProtocol → HubServer → hub.
+// Dependency direction (see README "Layout"): C libraries → HubNative → HubProtocol → HubCore → HubRedis → HubServer → hub.
 // HubProtocol is pure: no sockets, no NIOPosix, no Foundation networking.
 let package = Package(
     name: "execution-stream-hub",
@@ -57,10 +57,24 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // The Redis-backed broker and stream limiter: hiredis's reader and command formatting (through HubNative),
+        // the socket I/O on SwiftNIO.
+        .target(
+            name: "HubRedis",
+            dependencies: [
+                "HubCore",
+                "HubNative",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "HubServer",
             dependencies: [
                 "HubCore",
+                "HubRedis",
                 "HubProtocol",
                 "HubNative",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -75,6 +89,7 @@ let package = Package(
             name: "hub",
             dependencies: [
                 "HubServer",
+                "HubRedis",
                 "HubCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -96,6 +111,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "HubRedisTests",
+            dependencies: ["HubRedis", "HubCore"]
         ),
         .testTarget(
             name: "HubServerTests",

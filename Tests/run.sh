@@ -29,4 +29,4 @@ echo "== autobahn testsuite (echo route, permessage-deflate on)"
 timeout 1800 bash Tests/autobahn/run.sh "$root/.build/debug/hub" "$shared/tools/autobahn"
 
 echo "== integration tests"
-HUB_BIN="$root/.build/debug/hub" timeout 2400 "$venv/bin/python" -m pytest -q -p no:cacheprovider Tests/integration
+HUB_BIN="$root/.build/debug/hub" timeout 2400 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 Tests/integration

@@ -34,6 +34,11 @@ public struct SubscribeResult: Sendable {
 public enum BrokerError: Error, Equatable, Sendable {
     /// The broker cannot store events now (Redis down); the engine should retry after the given seconds.
     case unavailable(retryAfterSeconds: Int)
+    /// Event `index` of a batch names an execution that already belongs to workspace `owner` (the Redis broker keys
+    /// executions by id, so one id serves one workspace). Nothing of the batch was stored.
+    case executionOwnedElsewhere(index: Int, owner: String)
+    /// The broker answered with an error that retrying will not cure.
+    case failed(String)
 }
 
 /// Stores and fans out events. `MemoryBroker` is the embedded default; a Redis broker makes many hubs one.
@@ -51,4 +56,7 @@ public protocol Broker: AnyObject, Sendable {
 
     /// Undoes one `subscribe` of `router` for `topic`.
     func unsubscribe(_ topic: TopicKey, router: LoopRouter)
+
+    /// Whether the broker can store and deliver events now (false while Redis is unreachable). Any thread.
+    var isAvailable: Bool { get }
 }

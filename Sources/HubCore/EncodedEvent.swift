@@ -20,11 +20,16 @@ public final class EncodedEvent: Sendable {
     /// The window every shared compressed frame uses.
     public static let sharedDeflateWindowBits = 9
 
-    public init(_ sequenced: SequencedEvent, deflater: Deflater) {
-        topic = sequenced.event.topic
-        seq = sequenced.seq
-        type = sequenced.event.type
-        let json = sequenced.event.deliveredJSON(seq: sequenced.seq).serialized
+    public convenience init(_ sequenced: SequencedEvent, deflater: Deflater) {
+        self.init(topic: sequenced.event.topic, seq: sequenced.seq, type: sequenced.event.type,
+            json: sequenced.event.deliveredJSON(seq: sequenced.seq), deflater: deflater)
+    }
+
+    /// Builds every wire form of a delivered event object (`json`, as `ProgressEvent.deliveredJSON` makes it).
+    public init(topic: TopicKey, seq: UInt64, type: EventType, json: String, deflater: Deflater) {
+        self.topic = topic
+        self.seq = seq
+        self.type = type
         self.json = json
         // `{"type":"event",` followed by the delivered object without its opening brace.
         var message = ByteBuffer()
@@ -38,7 +43,7 @@ public final class EncodedEvent: Sendable {
         // The JSON holds no raw line breaks (they are escaped), so it is one data line.
         var sse = ByteBuffer()
         sse.reserveCapacity(json.utf8.count + 40)
-        try! SSEEncoder.writeEvent(into: &sse, id: String(sequenced.seq), event: sequenced.event.type.rawValue, data: json)
+        try! SSEEncoder.writeEvent(into: &sse, id: String(seq), event: type.rawValue, data: json)
         self.sse = sse
     }
 }

@@ -46,16 +46,77 @@ public struct ProgressEvent: Equatable, Sendable {
         self.data = data
     }
 
-    /// The delivered event object (Protocol/README.md §2) for sequence number `seq`.
-    public func deliveredJSON(seq: UInt64) -> JSON {
-        var fields: [(String, JSON)] = [
-            ("execution", .string(topic.execution)), ("workspace", .string(topic.workspace)),
-            ("seq", .number(Double(seq))), ("event", .string(type.rawValue)),
-        ]
+    /// The delivered event object (Protocol/README.md §2) for sequence number `seq`, serialized:
+    /// `DeliveredEventHeader.prefix` followed by `deliveredTail`.
+    public func deliveredJSON(seq: UInt64) -> String {
+        DeliveredEventHeader.prefix(workspace: topic.workspace, execution: topic.execution, seq: seq) + deliveredTail
+    }
+
+    /// The delivered object after its `seq` member: `"event":…,"node_key":…,"timestamp":…,"data":{…}}`. The Redis
+    /// broker's publish script puts the prefix (with the seq it assigns) in front of it.
+    public var deliveredTail: String {
+        var fields: [(String, JSON)] = [("event", .string(type.rawValue))]
         if let nodeKey { fields.append(("node_key", .string(nodeKey))) }
         fields.append(("timestamp", .string(timestamp)))
         fields.append(("data", data))
-        return .object(fields)
+        return String(JSON.object(fields).serialized.dropFirst())
+    }
+}
+
+/// The fixed start of every delivered event object: `{"execution":"…","workspace":"…","seq":N,"event":"…"`.
+/// Identifiers never need escaping (they match `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`), so the start can be built and
+/// read back without a JSON parser; an event that arrives from Redis is routed by reading just this.
+public struct DeliveredEventHeader: Equatable, Sendable {
+    public var topic: TopicKey
+    public var seq: UInt64
+    public var type: EventType
+
+    public init(topic: TopicKey, seq: UInt64, type: EventType) {
+        self.topic = topic
+        self.seq = seq
+        self.type = type
+    }
+
+    public static func prefix(workspace: String, execution: String, seq: UInt64) -> String {
+        #"{"execution":""# + execution + #"","workspace":""# + workspace + #"","seq":"# + String(seq) + ","
+    }
+
+    /// Reads the header of a delivered event object; nil when `json` does not start like one.
+    public static func parse<Bytes: Collection<UInt8>>(_ json: Bytes) -> DeliveredEventHeader? {
+        var i = json.startIndex
+        func literal(_ s: StaticString) -> Bool {
+            var j = i
+            for c in UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount) {
+                guard j != json.endIndex, json[j] == c else { return false }
+                j = json.index(after: j)
+            }
+            i = j
+            return true
+        }
+        func until(_ quote: UInt8) -> String? {
+            var bytes: [UInt8] = []
+            while i != json.endIndex, json[i] != quote {
+                bytes.append(json[i])
+                i = json.index(after: i)
+            }
+            guard i != json.endIndex else { return nil }
+            i = json.index(after: i)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        guard literal(#"{"execution":""#), let execution = until(0x22), literal(#","workspace":""#),
+            let workspace = until(0x22), literal(#","seq":"#)
+        else { return nil }
+        var seq: UInt64 = 0
+        var digits = 0
+        while i != json.endIndex, (0x30...0x39).contains(json[i]), digits < 19 {
+            seq = seq * 10 + UInt64(json[i] - 0x30)
+            digits += 1
+            i = json.index(after: i)
+        }
+        guard digits > 0, literal(#","event":""#), let name = until(0x22), let type = EventType(rawValue: name) else { return nil }
+        let topic = TopicKey(workspace: workspace, execution: execution)
+        guard topic.isValid else { return nil }
+        return DeliveredEventHeader(topic: topic, seq: seq, type: type)
     }
 }
 

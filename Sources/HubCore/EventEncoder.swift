@@ -10,4 +10,9 @@ public final class EventEncoder: @unchecked Sendable {
     public func encode(_ event: SequencedEvent) -> EncodedEvent {
         EncodedEvent(event, deflater: deflater)
     }
+
+    /// Encodes a delivered event object that arrived already serialized (from Redis).
+    public func encode(_ header: DeliveredEventHeader, json: String) -> EncodedEvent {
+        EncodedEvent(topic: header.topic, seq: header.seq, type: header.type, json: json, deflater: deflater)
+    }
 }

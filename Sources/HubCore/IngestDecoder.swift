@@ -16,6 +16,11 @@ public struct IngestDecoder: Sendable {
 
     /// - Parameter now: Unix milliseconds, the timestamp of events that carry none.
     public func decode<Bytes: Collection<UInt8>>(_ body: Bytes, now: Int64) throws(Failure) -> [ProgressEvent] {
+        try decodeRequest(body, now: now).events
+    }
+
+    /// The events of a request, and whether it was a batch (`{"events":[…]}`), which names its fields `events[i].…`.
+    public func decodeRequest<Bytes: Collection<UInt8>>(_ body: Bytes, now: Int64) throws(Failure) -> (events: [ProgressEvent], batch: Bool) {
         let root: JSON
         do {
             root = try JSON.parse(body)
@@ -38,14 +43,28 @@ public struct IngestDecoder: Sendable {
             for (i, item) in items.enumerated() {
                 result.append(try event(item, path: "events[\(i)]", now: now))
             }
-            return result
+            return (result, true)
         }
-        return [try event(root, path: "", now: now)]
+        return ([try event(root, path: "", now: now)], false)
+    }
+
+    /// Decodes one message that another producer published straight to an execution's channel in the seed's format
+    /// (`{"event","execution_id","node_key","data":{…},"timestamp"}`). The same rules apply as to ingestion, except
+    /// that `workspace_id` may be missing: the topic's workspace is then empty, and the broker fills in the workspace
+    /// that owns the execution.
+    public func decodeSeed<Bytes: Collection<UInt8>>(_ message: Bytes, now: Int64) throws(Failure) -> ProgressEvent {
+        let root: JSON
+        do {
+            root = try JSON.parse(message)
+        } catch {
+            throw .invalidJSON(error.description)
+        }
+        return try event(root, path: "", now: now, workspaceOptional: true)
     }
 
     // MARK: One event
 
-    private func event(_ value: JSON, path: String, now: Int64) throws(Failure) -> ProgressEvent {
+    private func event(_ value: JSON, path: String, now: Int64, workspaceOptional: Bool = false) throws(Failure) -> ProgressEvent {
         var f = try Fields(value, path: path)
         let typeName = try f.requiredString("event")
         guard let type = EventType(rawValue: typeName) else {
@@ -53,7 +72,7 @@ public struct IngestDecoder: Sendable {
                 message: "unknown event type '\(typeName)'; one of \(EventType.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let execution = try f.identifier("execution_id")
-        let workspace = try f.identifier("workspace_id")
+        let workspace = workspaceOptional && !f.has("workspace_id") ? "" : try f.identifier("workspace_id")
         var nodeKey: String?
         if type.isNodeEvent {
             nodeKey = try f.nodeKey("node_key", required: true)

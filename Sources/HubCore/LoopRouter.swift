@@ -47,14 +47,22 @@ public final class LoopRouter: @unchecked Sendable {
     /// Live events that arrive before the broker's answer are held and written after the replay, minus any the
     /// replay already contained, so the join has no gap and no duplicate whatever the broker's timing.
     /// - Parameter onReady: called with the broker's answer just before the replay is written.
+    /// - Parameter onFailure: called when the broker cannot start the subscription; it is already removed.
     public func subscribe(_ topic: TopicKey, since: UInt64?, sink: EventSink, broker: Broker,
+        onFailure: @escaping (Error) -> Void = { _ in },
         onReady: @escaping (Subscription, SubscribeResult) -> Void) -> Subscription
     {
         eventLoop.preconditionInEventLoop()
         let subscription = Subscription(topic: topic, sink: sink, lastSeq: 0)
         subscription.held = []
         table[topic, default: []].append(subscription)
-        broker.subscribe(topic, since: since, router: self).assumeIsolated().whenSuccess { result in
+        let answer = broker.subscribe(topic, since: since, router: self).assumeIsolated()
+        answer.whenFailure { error in
+            guard subscription.active else { return }
+            self.unsubscribe(subscription, broker: broker)
+            onFailure(error)
+        }
+        answer.whenSuccess { result in
             guard subscription.active else { return }
             let held = subscription.held ?? []
             subscription.held = nil

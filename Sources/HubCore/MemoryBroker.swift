@@ -44,6 +44,9 @@ public final class MemoryBroker: Broker {
         self.clock = clock
     }
 
+    /// The embedded broker is always there.
+    public var isAvailable: Bool { true }
+
     /// Events held in history across all executions.
     public var storedEventCount: Int { state.withLockedValue { $0.totalEvents } }
 

@@ -146,6 +146,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             respond(context: context, status: .ok, code: nil, message: "ok", close: isUpgrade || !head.isKeepAlive)
+        case .some(.ready):
+            guard head.method == .GET || head.method == .HEAD else {
+                respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
+                    message: "use GET", close: isUpgrade, extraHeaders: [("Allow", "GET, HEAD")])
+                return
+            }
+            // Ready: accepting, and the broker (Redis, when configured) reachable.
+            let available = server.broker.isAvailable
+            var fields: [(String, JSON)] = [("status", .string(available ? "ready" : "unavailable"))]
+            fields.append(("broker", .string(server.configuration.redis == nil ? "embedded" : "redis")))
+            if server.configuration.redis != nil { fields.append(("redis", .string(available ? "up" : "down"))) }
+            respondJSON(context: context, status: available ? .ok : .serviceUnavailable, json: .object(fields),
+                close: isUpgrade || !head.isKeepAlive, extraHeaders: available ? [] : [("Retry-After", "1")])
         case .none:
             respond(context: context, status: .notFound, code: "not_found", message: "no route for \(head.uri.redactedPath)",
                 close: isUpgrade || !head.isKeepAlive)
@@ -231,20 +244,30 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             since = n
         }
-        guard server.limiter.acquire(topic.workspace) else {
-            respond(context: context, status: .tooManyRequests, code: "too_many_streams",
-                message: "workspace \(topic.workspace) already has \(server.configuration.maxSSEPerWorkspace) open streams",
-                close: true, extraHeaders: [("Retry-After", "5")])
-            return
-        }
+        // Nothing more is read from this connection while the limiter answers (with Redis, a round trip).
         done = true
         requestTimer?.cancel()
-        let stream = SSEHandler(server: server, resources: server.loops.resources(for: context.eventLoop), topic: topic,
-            since: since, principal: principal, origin: head.headers.first(name: "Origin"))
-        if handOver(context: context, to: stream, budget: server.configuration.outboundBudget / 2) {
-            stream.start()
-        } else {
-            server.limiter.release(topic.workspace)
+        let origin = head.headers.first(name: "Origin")
+        server.limiter.acquire(topic.workspace, on: context.eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(.some(let lease)):
+                guard context.channel.isActive else { return self.server.limiter.release(lease) }
+                let stream = SSEHandler(server: self.server, resources: self.server.loops.resources(for: context.eventLoop),
+                    topic: topic, since: since, principal: principal, origin: origin, lease: lease)
+                if self.handOver(context: context, to: stream, budget: self.server.configuration.outboundBudget / 2) {
+                    stream.start()
+                } else {
+                    self.server.limiter.release(lease)
+                }
+            case .success(.none):
+                self.respond(context: context, status: .tooManyRequests, code: "too_many_streams",
+                    message: "workspace \(topic.workspace) already has \(self.server.configuration.maxSSEPerWorkspace) open streams",
+                    close: true, extraHeaders: [("Retry-After", "5")])
+            case .failure:
+                self.respond(context: context, status: .serviceUnavailable, code: "unavailable",
+                    message: "stream limits cannot be checked now (Redis unreachable); retry", close: true,
+                    extraHeaders: [("Retry-After", "2")])
+            }
         }
     }
 
@@ -303,8 +326,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let events: [ProgressEvent]
+        let batch: Bool
         do {
-            events = try server.ingestDecoder.decode(bytes, now: server.wallClock())
+            (events, batch) = try server.ingestDecoder.decodeRequest(bytes, now: server.wallClock())
         } catch {
             switch error {
             case .invalidJSON(let why):
@@ -324,9 +348,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                         ("seq", .number(Double(r.seq))), ("duplicate", .bool(r.duplicate))])
                 })
                 self.respondJSON(context: context, status: .accepted, json: .object([("accepted", accepted)]), close: !keepAlive)
+            case .failure(BrokerError.executionOwnedElsewhere(let index, _)):
+                // The owner's name is not disclosed: it is another workspace's business.
+                let field = !batch ? "execution_id" : "events[\(index)].execution_id"
+                self.respond(context: context, status: .conflict, code: "execution_conflict",
+                    message: "\(field) \(events[index].topic.execution) belongs to another workspace", close: !keepAlive,
+                    field: field)
             case .failure(let error):
                 var retry = 1
                 if case BrokerError.unavailable(let seconds)? = error as? BrokerError { retry = seconds }
+                if case BrokerError.failed(let why)? = error as? BrokerError {
+                    self.server.logger.error("ingestion failed", metadata: ["error": "\(why)"])
+                }
                 self.respond(context: context, status: .serviceUnavailable, code: "unavailable",
                     message: "events could not be stored; retry", close: !keepAlive, extraHeaders: [("Retry-After", String(retry))])
             }

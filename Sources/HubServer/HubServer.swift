@@ -1,4 +1,5 @@
 import HubCore
+import HubRedis
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -30,16 +31,40 @@ public final class HubServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let staticFiles = try StaticFiles(webRoot: configuration.webRoot)
         let demo = configuration.demo ? DemoRunner() : nil
-        let broker = MemoryBroker(configuration: configuration.memoryBrokerConfiguration, clock: ServerContext.systemWallClock)
+        let broker: Broker
+        let limiter: StreamLimiter
+        var redisBroker: RedisBroker?
+        if let redisConfiguration = configuration.redisBrokerConfiguration {
+            let redis = RedisBroker(configuration: redisConfiguration, loop: group.next(), logger: logger,
+                outputPreviewBytes: configuration.outputPreviewBytes, clock: ServerContext.systemWallClock)
+            do {
+                try await redis.start().get()
+            } catch {
+                redis.shutdown()
+                try? await group.shutdownGracefully()
+                throw StartError(message: "\(error)")
+            }
+            let leases = RedisStreamLimiter(limit: configuration.maxSSEPerWorkspace, broker: redis, logger: logger)
+            leases.start()
+            broker = redis
+            limiter = leases
+            redisBroker = redis
+            logger.info("broker: redis", metadata: ["redis": "\(redisConfiguration.redis.endpoint)",
+                "prefix": "\(redisConfiguration.redis.keyPrefix)"])
+        } else {
+            let memory = MemoryBroker(configuration: configuration.memoryBrokerConfiguration, clock: ServerContext.systemWallClock)
+            // Expire history in the background, on one loop.
+            group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in memory.sweep() }
+            broker = memory
+            limiter = LocalStreamLimiter(limit: configuration.maxSSEPerWorkspace)
+        }
         let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group), logger: logger,
-            broker: broker, limiter: LocalStreamLimiter(limit: configuration.maxSSEPerWorkspace),
+            broker: broker, limiter: limiter,
             tokens: TokenVerifier(secret: Array(configuration.tokenSecret.utf8)),
             engine: EngineSignature(secret: Array(configuration.engineSecret.utf8),
                 maxSkewSeconds: Int64(configuration.engineClockSkewSeconds)),
             staticFiles: staticFiles, demo: demo, wallClock: ServerContext.systemWallClock)
         demo?.start(server: context, eventLoop: group.next())
-        // Expire history in the background, on one loop.
-        group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { _ in broker.sweep() }
         let budget = configuration.outboundBudget
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
@@ -62,6 +87,7 @@ public final class HubServer: Sendable {
                 "echo": "\(configuration.echo)", "threads": "\(threads)"])
             return HubServer(configuration: configuration, group: group, channel: channel, logger: logger)
         } catch {
+            redisBroker?.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
@@ -93,4 +119,10 @@ func randomSecret() -> String {
         let hex = Array("0123456789abcdef")
         return String(hex[Int(b >> 4)]) + String(hex[Int(b & 15)])
     }.joined()
+}
+
+/// The hub could not start; the message says why (a Redis that refuses the password, for example).
+public struct StartError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }

@@ -164,8 +164,12 @@ final class HubSession: WebSocketApplication, EventSink {
             return sendError(id: id, "too_many_subscriptions",
                 "at most \(server.configuration.maxSubscriptionsPerSocket) subscriptions per socket")
         }
-        subscriptions[topic] = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker) {
-            [weak self] _, result in
+        subscriptions[topic] = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker, onFailure: {
+            [weak self] error in
+            guard let self else { return }
+            self.subscriptions[topic] = nil
+            self.sendError(id: id, "unavailable", "the subscription could not be started (\(error)); retry with since")
+        }) { [weak self] _, result in
             guard let self else { return }
             var reply: [(String, JSON)] = [("type", .string("subscribed"))]
             if let id { reply.append(("id", id)) }

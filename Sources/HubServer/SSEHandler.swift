@@ -18,6 +18,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private let principal: Principal
     /// The request's Origin, already checked against the allow-list.
     private let origin: String?
+    /// The stream's place among its workspace's streams, released when the stream ends.
+    private let lease: StreamLease
     private var context: ChannelHandlerContext?
     private var subscription: Subscription?
     private var timer: StreamTimer
@@ -28,9 +30,10 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var backlog = OutboundBacklog()
 
     init(server: ServerContext, resources: LoopResources, topic: TopicKey, since: UInt64?, principal: Principal,
-        origin: String?)
+        origin: String?, lease: StreamLease)
     {
         self.origin = origin
+        self.lease = lease
         self.server = server
         self.resources = resources
         self.topic = topic
@@ -63,7 +66,14 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         SSEEncoder.writeRetry(into: &start, milliseconds: server.configuration.sseRetryMilliseconds)
         context.write(wrapOutboundOut(start), promise: nil)
         scheduleFlush(context: context)
-        subscription = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker) { [weak self] _, result in
+        subscription = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker, onFailure: {
+            [weak self] _ in
+            // The broker could not start the stream: end it; EventSource reconnects with Last-Event-ID.
+            guard let self, let context = self.context else { return }
+            self.subscription = nil
+            self.finish()
+            context.close(promise: nil)
+        }) { [weak self] _, result in
             guard let self, let context = self.context else { return }
             self.lastSeq = min(since ?? result.headSeq, result.headSeq)
             if let first = result.truncatedFirstSeq, let since = self.since {
@@ -181,6 +191,6 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         scheduled?.cancel()
         if let subscription { resources.router.unsubscribe(subscription, broker: server.broker) }
         subscription = nil
-        server.limiter.release(topic.workspace)
+        server.limiter.release(lease)
     }
 }

@@ -1,5 +1,6 @@
 import HubCore
 import HubProtocol
+import HubRedis
 
 /// Everything `hub serve` can be told. Every limit is a named setting with a safe default.
 public struct ServerConfiguration: Sendable {
@@ -61,6 +62,9 @@ public struct ServerConfiguration: Sendable {
     public var maxEventsPerExecution = 1000
     public var maxEventsTotal = 100_000
 
+    /// Redis that makes many hubs one (`--redis`); nil runs the embedded in-process broker.
+    public var redis: RedisConfiguration?
+
     /// Serve the multiplexed WebSocket route `/v1/ws` (off: browsers fall back to SSE).
     public var webSocketEnabled = true
     /// The demo page at `/demo/` and simulated executions in workspace `demo`.
@@ -83,6 +87,15 @@ public struct ServerConfiguration: Sendable {
         c.historyTTLMilliseconds = Int64(historyTTLSeconds * 1000)
         c.maxEventsPerExecution = maxEventsPerExecution
         c.maxEventsTotal = maxEventsTotal
+        return c
+    }
+
+    var redisBrokerConfiguration: RedisBroker.Configuration? {
+        guard let redis else { return nil }
+        var c = RedisBroker.Configuration()
+        c.redis = redis
+        c.historyTTLMilliseconds = Int64(historyTTLSeconds * 1000)
+        c.maxEventsPerExecution = maxEventsPerExecution
         return c
     }
 
@@ -123,6 +136,13 @@ public struct ServerConfiguration: Sendable {
         try require(demoIntervalSeconds >= 1, "demo-interval", "must be at least 1 second")
         try require(demoSpeed > 0, "demo-speed", "must be more than 0")
         try require(echoMaxMessageSize >= 125, "echo-max-message-size", "must be at least 125 bytes")
+        if let redis {
+            do {
+                try redis.validate()
+            } catch {
+                throw ConfigurationError(setting: "redis", message: error.message)
+            }
+        }
     }
 }
 

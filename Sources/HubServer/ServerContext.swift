@@ -10,6 +10,7 @@ import NIOCore
 enum Route: Equatable {
     case echo
     case health
+    case ready
     case webSocket
     case ingest
     case stream(TopicKey)
@@ -44,6 +45,7 @@ struct ServerContext: Sendable {
         switch path {
         case "/ws/echo": return configuration.echo ? .echo : nil
         case "/healthz": return .health
+        case "/readyz": return .ready
         case "/v1/ws": return configuration.webSocketEnabled ? .webSocket : nil
         case "/demo/session": return demo != nil ? .demoSession : nil
         case "/demo/executions": return demo != nil ? .demoExecutions : nil

@@ -1,4 +1,5 @@
 import ArgumentParser
+import HubRedis
 import HubServer
 import Logging
 
@@ -87,6 +88,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds of history kept after an execution's last event (HUB_HISTORY_TTL; default 300).") var historyTtl: Double?
     @Option(help: "Events of history per execution (HUB_MAX_EVENTS_PER_EXECUTION; default 1000).") var maxEventsPerExecution: Int?
     @Option(help: "Events of history in all (HUB_MAX_EVENTS_TOTAL; default 100000).") var maxEventsTotal: Int?
+    @Option(help: ArgumentHelp("Redis that makes many hubs one: redis://[[user]:password@]host[:port][/db][?prefix=…] (HUB_REDIS_URL; default: none, the embedded broker).",
+        valueName: "url")) var redis: String?
+    @Option(help: "Redis password; overrides the URL's (HUB_REDIS_PASSWORD).") var redisPassword: String?
+    @Option(help: "Redis database number; overrides the URL's (HUB_REDIS_DB; default 0).") var redisDb: Int?
+    @Option(help: "Prefix of every Redis key and channel; overrides the URL's (HUB_REDIS_PREFIX; default none).") var redisPrefix: String?
+    @Option(help: "Seconds a Redis command may wait for its reply before the connection is dropped and reconnected (HUB_REDIS_TIMEOUT; default 3).")
+    var redisTimeout: Double?
+    @Option(help: "Seconds an SSE stream's cluster-wide place outlives its hub's last renewal (HUB_LEASE_TTL; default 15).")
+    var leaseTtl: Double?
     @Option(help: "Serve the WebSocket route /v1/ws: true or false (HUB_WEBSOCKET; default true).") var websocket: Bool?
     @Flag(help: "Serve the demo page at /demo/ and play simulated executions in workspace demo (HUB_DEMO=true).")
     var demo = false
@@ -128,6 +138,20 @@ struct Serve: AsyncParsableCommand {
         if let v = try setting(historyTtl, env: "HUB_HISTORY_TTL", parse: { Double($0) }) { c.historyTTLSeconds = v }
         if let v = try setting(maxEventsPerExecution, env: "HUB_MAX_EVENTS_PER_EXECUTION", parse: { Int($0) }) { c.maxEventsPerExecution = v }
         if let v = try setting(maxEventsTotal, env: "HUB_MAX_EVENTS_TOTAL", parse: { Int($0) }) { c.maxEventsTotal = v }
+        if let url = try setting(redis, env: "HUB_REDIS_URL", parse: { $0 }) {
+            var r: RedisConfiguration
+            do {
+                r = try RedisConfiguration(url: url)
+            } catch {
+                throw ValidationError(error.message)
+            }
+            if let v = try setting(redisPassword, env: "HUB_REDIS_PASSWORD", parse: { $0 }) { r.password = v }
+            if let v = try setting(redisDb, env: "HUB_REDIS_DB", parse: { Int($0) }) { r.database = v }
+            if let v = try setting(redisPrefix, env: "HUB_REDIS_PREFIX", parse: { $0 }) { r.keyPrefix = v }
+            if let v = try setting(redisTimeout, env: "HUB_REDIS_TIMEOUT", parse: { Double($0) }) { r.commandTimeoutSeconds = v }
+            if let v = try setting(leaseTtl, env: "HUB_LEASE_TTL", parse: { Double($0) }) { r.leaseTTLSeconds = v }
+            c.redis = r
+        }
         if let v = try setting(websocket, env: "HUB_WEBSOCKET", parse: parseBool) { c.webSocketEnabled = v }
         if let v = try setting(demo ? true : nil, env: "HUB_DEMO", parse: parseBool) { c.demo = v }
         if let v = try setting(demoInterval, env: "HUB_DEMO_INTERVAL", parse: { Double($0) }) { c.demoIntervalSeconds = v }
@@ -155,7 +179,14 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "hub")
-        let server = try await HubServer.start(configuration: config, logger: logger)
+        let server: HubServer
+        do {
+            server = try await HubServer.start(configuration: config, logger: logger)
+        } catch let error as StartError {
+            // A clear line, not a stack: the operator fixes the setting and starts again.
+            logger.critical("cannot start: \(error.message)")
+            throw ExitCode(2)
+        }
         // Tests and scripts read this line to learn the port.
         print("hub listening on \(config.host):\(server.port)")
         flushStandardOutput()

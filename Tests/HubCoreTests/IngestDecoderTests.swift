@@ -26,7 +26,7 @@ final class IngestDecoderTests: XCTestCase {
         XCTAssertEqual(e.idempotencyKey, "k1")
         XCTAssertEqual(e.data.serialized,
             #"{"status":"completed","duration_ms":120,"output_keys":["rows","secret"],"output_size_bytes":36,"output_preview":"{\"rows\":3,\"secret\":\"do-not-forward\"}"}"#)
-        XCTAssertEqual(e.deliveredJSON(seq: 7).serialized,
+        XCTAssertEqual(e.deliveredJSON(seq: 7),
             #"{"execution":"e1","workspace":"w1","seq":7,"event":"node.completed","node_key":"fetch","timestamp":"2026-11-25T12:00:00Z","data":"#
                 + e.data.serialized + "}")
     }

@@ -87,3 +87,23 @@ final class StreamTimerTests: XCTestCase {
         XCTAssertEqual(heartbeats, 119)  // at 15 s, 30 s, … 1785 s; the 1800 s mark is the end
     }
 }
+
+final class DeliveredEventHeaderTests: XCTestCase {
+    func testHeaderOfADeliveredEventIsReadBack() {
+        let event = ProgressEvent(type: .nodeCompleted, topic: TopicKey(workspace: "w-1", execution: "run:42"), nodeKey: "fetch",
+            timestamp: "2026-11-29T10:00:00Z", idempotencyKey: nil, data: .object([("status", .string("completed"))]))
+        let json = event.deliveredJSON(seq: 1234)
+        XCTAssertEqual(json, #"{"execution":"run:42","workspace":"w-1","seq":1234,"event":"node.completed","node_key":"fetch","timestamp":"2026-11-29T10:00:00Z","data":{"status":"completed"}}"#)
+        XCTAssertEqual(DeliveredEventHeader.parse(Array(json.utf8)),
+            DeliveredEventHeader(topic: event.topic, seq: 1234, type: .nodeCompleted))
+    }
+
+    func testAnythingElseIsNotAHeader() {
+        for text in [#"{"event":"node.log","execution_id":"e1"}"#, #"{"execution":"e1","workspace":"w1","seq":x,"event":"node.log"}"#,
+            #"{"execution":"e1","workspace":"w1","seq":1,"event":"node.exploded"}"#, #"{"execution":"e 1","workspace":"w1","seq":1,"event":"node.log"}"#,
+            #"{"execution":"e1","workspace":"w1","seq":1"#, ""]
+        {
+            XCTAssertNil(DeliveredEventHeader.parse(Array(text.utf8)), text)
+        }
+    }
+}

@@ -85,3 +85,72 @@ def hub_factory():
 @pytest.fixture
 def echo_hub(hub_factory):
     return hub_factory("--echo")
+
+
+# --- Redis ---------------------------------------------------------------------------------------------------------
+
+REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, in its own folder. Persistence is append-only with an fsync per
+    write (`appendfsync always`, as Deploy/redis.conf recommends), so a killed and restarted server keeps every write
+    it acknowledged."""
+
+    def __init__(self, tmp_path, *extra, port=None):
+        self.dir = tmp_path
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no", *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Redis logs "Ready to accept connections" once it listens (and has loaded its append-only file).
+        for line in self.proc.stdout:
+            if "Ready to accept connections" in line:
+                break
+        else:
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
+        threading.Thread(target=lambda out: [None for _ in out], args=(self.proc.stdout,), daemon=True).start()
+
+    def kill(self):
+        """SIGKILL: no goodbye to the clients, no final save."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args):
+        """redis-cli's answer, stripped; raises on failure."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=10,
+                             check=True)
+        return out.stdout.strip()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

@@ -289,8 +289,10 @@ class Watcher:
         self.ws.send(json.dumps(obj))
 
     def recv(self, timeout=None, skip_heartbeats=True):
+        """The next message within `timeout` seconds (TimeoutError otherwise), heartbeats skipped by default."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
-            msg = json.loads(self.ws.recv(timeout=self.timeout if timeout is None else timeout))
+            msg = json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0)))
             validate_ws_server_message(msg)
             if skip_heartbeats and msg == {"type": "heartbeat"}:
                 continue

@@ -1,0 +1,156 @@
+import HubNative
+import Logging
+import NIOCore
+import NIOPosix
+
+/// A Redis connection that comes back. It connects, authenticates (`AUTH`), selects the database (`SELECT`), checks
+/// that a Redis answers (`PING`) and runs the owner's setup (loading scripts, subscribing); when the connection
+/// drops it reconnects with capped exponential backoff and jitter.
+///
+/// Confined to `loop`: every method must be called there (hence `@unchecked Sendable`).
+final class RedisClient: @unchecked Sendable {
+    let loop: EventLoop
+    let configuration: RedisConfiguration
+    /// "commands" or "pubsub", for logs.
+    let name: String
+    private let logger: Logger
+    /// The connection once it is set up; nil while (re)connecting.
+    private(set) var connection: RedisConnection?
+    private var attempt = 0
+    private var stopped = false
+    private var started = false
+    /// Times a lost connection was set up again.
+    private(set) var reconnects = 0
+
+    /// Runs on every new connection before it counts as ready (script loading, for example).
+    var setup: (RedisConnection) -> EventLoopFuture<Void>
+    /// Called when a (re)connection is ready, and when a ready connection is lost.
+    var onReady: (RedisConnection) -> Void = { _ in }
+    var onDown: () -> Void = {}
+    /// Makes the connection a pub/sub one: pushed messages go here.
+    var onPush: ((RedisPush) -> Void)?
+
+    init(loop: EventLoop, configuration: RedisConfiguration, name: String, logger: Logger) {
+        self.loop = loop
+        self.configuration = configuration
+        self.name = name
+        self.logger = logger
+        self.setup = { _ in loop.makeSucceededVoidFuture() }
+    }
+
+    var isReady: Bool { connection != nil }
+
+    /// Connects for the first time. Fails for an error that retrying cannot cure (a wrong password, an unknown
+    /// database, something that does not speak RESP); an unreachable server is not one of them: the client keeps
+    /// trying in the background and the future succeeds.
+    func start() -> EventLoopFuture<Void> {
+        loop.preconditionInEventLoop()
+        started = true
+        return connect().flatMapError { error in
+            if case .some(.unavailable) = error as? RedisError {
+                self.logger.warning("redis unreachable; retrying in the background",
+                    metadata: ["redis": "\(self.configuration.endpoint)", "connection": "\(self.name)", "error": "\(error)"])
+                self.scheduleReconnect()
+                return self.loop.makeSucceededVoidFuture()
+            }
+            return self.loop.makeFailedFuture(error)
+        }
+    }
+
+    func stop() {
+        stopped = true
+        connection?.close()
+        connection = nil
+    }
+
+    /// Sends a command on the ready connection; fails at once with `.unavailable` while there is none.
+    func send(_ command: ByteBuffer) -> EventLoopFuture<RESPValue> {
+        guard let connection else { return loop.makeFailedFuture(RedisError.unavailable("not connected")) }
+        return connection.send(command)
+    }
+
+    private func connect() -> EventLoopFuture<Void> {
+        let connection = RedisConnection(timeout: .nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9)))
+        connection.onPush = onPush
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9)))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(connection) }
+            }
+        return bootstrap.connect(host: configuration.host, port: configuration.port)
+            .flatMapErrorThrowing { error in throw RedisError.unavailable("cannot connect to \(self.configuration.endpoint): \(error)") }
+            .flatMap { _ in self.handshake(connection) }
+            .flatMap { self.setup(connection) }
+            .map {
+                connection.onClose = { [weak self] reason in self?.lost(connection, reason) }
+                guard connection.isActive, !self.stopped else {
+                    connection.close()
+                    return
+                }
+                if self.attempt > 0 {
+                    self.reconnects += 1
+                    self.logger.notice("redis connection restored", metadata: ["connection": "\(self.name)", "attempts": "\(self.attempt)"])
+                }
+                self.attempt = 0
+                self.connection = connection
+                self.onReady(connection)
+            }
+            .flatMapErrorThrowing { error in
+                connection.close()
+                throw error
+            }
+    }
+
+    /// AUTH, SELECT and PING, in order; a refusal names the step.
+    private func handshake(_ connection: RedisConnection) -> EventLoopFuture<Void> {
+        var steps: [(String, ByteBuffer)] = []
+        if let password = configuration.password {
+            if let user = configuration.username {
+                steps.append(("AUTH", RESPCommand.buffer("AUTH", user, password)))
+            } else {
+                steps.append(("AUTH", RESPCommand.buffer("AUTH", password)))
+            }
+        }
+        if configuration.database != 0 {
+            steps.append(("SELECT \(configuration.database)", RESPCommand.buffer("SELECT", String(configuration.database))))
+        }
+        steps.append(("PING", RESPCommand.buffer("PING")))
+        var chain = loop.makeSucceededVoidFuture()
+        for (name, command) in steps {
+            chain = chain.flatMap {
+                connection.send(command).flatMapErrorThrowing { error in
+                    if case .reply(let message)? = error as? RedisError {
+                        throw RedisError.reply("\(name) refused by \(self.configuration.endpoint): \(message)")
+                    }
+                    throw error
+                }.map { _ in }
+            }
+        }
+        return chain
+    }
+
+    private func lost(_ connection: RedisConnection, _ reason: RedisError) {
+        guard self.connection === connection else { return }
+        self.connection = nil
+        logger.warning("redis connection lost; reconnecting", metadata: ["connection": "\(name)", "reason": "\(reason)"])
+        onDown()
+        scheduleReconnect()
+    }
+
+    private func scheduleReconnect() {
+        guard !stopped else { return }
+        let ceiling = min(configuration.reconnectMaxMilliseconds,
+            configuration.reconnectInitialMilliseconds << min(attempt, 20))
+        // Half fixed, half random: hubs that lost Redis together do not all come back in the same instant.
+        let delay = ceiling / 2 + Int.random(in: 0...max(ceiling / 2, 1))
+        attempt += 1
+        loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
+            guard !stopped else { return }
+            connect().whenFailure { [self] error in
+                logger.debug("redis reconnect failed", metadata: ["connection": "\(name)", "error": "\(error)"])
+                scheduleReconnect()
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import HubNative
+import NIOCore
+
+/// Why a Redis command did not get a reply it can use.
+public enum RedisError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Not connected, the connection dropped, or the reply did not come in time: retrying later may work.
+    case unavailable(String)
+    /// Redis answered with an error reply (`-ERR …`).
+    case reply(String)
+    /// The bytes from the server are not RESP: whatever listens there is not a Redis.
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let why): return "redis unavailable: \(why)"
+        case .reply(let message): return "redis error reply: \(message)"
+        case .protocolViolation(let why): return "redis protocol error: \(why)"
+        }
+    }
+}
+
+/// A message pushed on a pub/sub connection.
+enum RedisPush {
+    case message(channel: [UInt8], payload: [UInt8])
+    case subscribed(channel: [UInt8])
+    case unsubscribed(channel: [UInt8])
+}
+
+/// One TCP connection to Redis: commands are pipelined (written without waiting, flushed once per event-loop tick)
+/// and replies complete them in order; replies are parsed by hiredis's reader (`RESPReader`). On a pub/sub connection
+/// pushed messages go to `onPush` instead.
+///
+/// The handler is the only one in its pipeline and is confined to its channel's event loop.
+final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let reader = RESPReader()
+    private var pending = CircularBuffer<(promise: EventLoopPromise<RESPValue>, deadline: NIODeadline)>()
+    private var context: ChannelHandlerContext?
+    private var flushScheduled = false
+    private var watchdog: RepeatedTask?
+    private let timeout: TimeAmount
+    /// Set for a pub/sub connection.
+    var onPush: ((RedisPush) -> Void)?
+    /// Called once when the connection is gone, after every pending command failed.
+    var onClose: ((RedisError) -> Void)?
+    private var closeReason: RedisError?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    var isActive: Bool { context?.channel.isActive ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // A reply that does not come in time means a dead or hung server: drop the connection, which fails every
+        // pending command, and let the owner reconnect.
+        let check = min(timeout, .milliseconds(250))
+        watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { [weak self] _ in
+            guard let self, let first = self.pending.first, first.deadline < .now() else { return }
+            self.fail(.unavailable("no reply within \(self.timeout.nanoseconds / 1_000_000) ms"))
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        watchdog?.cancel()
+    }
+
+    /// Sends one command (already in RESP form). Must be called on the connection's event loop.
+    func send(_ command: ByteBuffer) -> EventLoopFuture<RESPValue> {
+        guard let context else { preconditionFailure("RedisConnection.send before the handler was added") }
+        let promise = context.eventLoop.makePromise(of: RESPValue.self)
+        if let closeReason {
+            promise.fail(closeReason)
+            return promise.futureResult
+        }
+        pending.append((promise, .now() + timeout))
+        write(command)
+        return promise.futureResult
+    }
+
+    /// Sends a command whose replies arrive as pushes (SUBSCRIBE, UNSUBSCRIBE).
+    func sendWithoutReply(_ command: ByteBuffer) {
+        guard closeReason == nil else { return }
+        write(command)
+    }
+
+    private func write(_ command: ByteBuffer) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(command), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    func close() {
+        fail(.unavailable("connection closed by the hub"))
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        do {
+            try buffer.withUnsafeReadableBytes { try reader.feed($0) }
+            while let reply = try reader.next() {
+                dispatch(reply)
+            }
+        } catch {
+            fail(.protocolViolation((error as? RESPReader.ProtocolError)?.message ?? "\(error)"))
+        }
+    }
+
+    private func dispatch(_ reply: RESPValue) {
+        if let onPush, case .array(let items) = reply, items.count == 3, case .bulk(let kind) = items[0] {
+            switch (String(decoding: kind, as: UTF8.self), items[1], items[2]) {
+            case ("message", .bulk(let channel), .bulk(let payload)):
+                return onPush(.message(channel: channel, payload: payload))
+            case ("subscribe", .bulk(let channel), _):
+                return onPush(.subscribed(channel: channel))
+            case ("unsubscribe", .bulk(let channel), _):
+                return onPush(.unsubscribed(channel: channel))
+            default:
+                break
+            }
+        }
+        guard let (promise, _) = pending.popFirst() else {
+            return fail(.protocolViolation("a reply nobody asked for: \(reply)"))
+        }
+        if case .error(let message) = reply {
+            promise.fail(RedisError.reply(message))
+        } else {
+            promise.succeed(reply)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(.unavailable("connection closed by the server"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        fail(.unavailable("\(error)"))
+    }
+
+    /// Ends the connection for good: fails every pending command and closes the socket.
+    private func fail(_ reason: RedisError) {
+        guard closeReason == nil else { return }
+        closeReason = reason
+        watchdog?.cancel()
+        while let (promise, _) = pending.popFirst() { promise.fail(reason) }
+        context?.close(promise: nil)
+        onClose?(reason)
+        onClose = nil
+        onPush = nil
+    }
+}
+
+extension RESPCommand {
+    /// A command as a `ByteBuffer`, ready to write.
+    static func buffer(_ arguments: [[UInt8]]) -> ByteBuffer {
+        ByteBuffer(bytes: format(arguments))
+    }
+
+    static func buffer(_ arguments: String...) -> ByteBuffer {
+        buffer(arguments.map { Array($0.utf8) })
+    }
+}

@@ -1,0 +1,186 @@
+import HubNative
+import NIOCore
+
+/// Redis key and channel names. Executions are keyed by id alone (`execution:{id}:…`), as other producers know them;
+/// the workspace that first reports an execution owns its id (`meta.ws`), and the hub refuses another workspace's
+/// events for it, so events never cross workspaces.
+struct RedisKeys: Sendable {
+    let prefix: String
+
+    /// Hash: `seq` (the last assigned), `ws` (the owning workspace). Lives `counterTTL` after the last event.
+    func meta(_ execution: String) -> String { prefix + "execution:" + execution + ":meta" }
+    /// Stream of delivered event objects, entry id `{seq}-0`, field `e`. Capped; lives `historyTTL` after the last event.
+    func log(_ execution: String) -> String { prefix + "execution:" + execution + ":log" }
+    /// Sorted set of idempotency keys scored by their seq, capped.
+    func idempotency(_ execution: String) -> String { prefix + "execution:" + execution + ":idem" }
+    /// Pub/sub channel of the execution's events.
+    func channel(_ execution: String) -> String { prefix + "execution:" + execution + ":events" }
+    /// Sorted set of SSE stream leases of a workspace, scored by expiry (Redis time, ms).
+    func leases(_ workspace: String) -> String { prefix + "sse:" + workspace }
+
+    /// The execution id of a channel name, or nil for a channel that is not an execution's.
+    func execution(ofChannel channel: [UInt8]) -> String? {
+        let name = String(decoding: channel, as: UTF8.self)
+        let head = prefix + "execution:"
+        guard name.hasPrefix(head), name.hasSuffix(":events"), name.utf8.count > head.utf8.count + 7 else { return nil }
+        return String(name.dropFirst(head.count).dropLast(7))
+    }
+}
+
+/// A Lua script run with EVALSHA (loaded on every connection), falling back to EVAL if Redis forgot it.
+struct RedisScript: Sendable {
+    let source: String
+    let sha: String
+
+    init(_ source: String) {
+        self.source = source
+        self.sha = Digest.sha1(Array(source.utf8)).map { b in
+            let hex = Array("0123456789abcdef".utf8)
+            return String(decoding: [hex[Int(b >> 4)], hex[Int(b & 15)]], as: UTF8.self)
+        }.joined()
+    }
+
+    func evalsha(keys: [String], arguments: [[UInt8]]) -> ByteBuffer {
+        command("EVALSHA", sha, keys: keys, arguments: arguments)
+    }
+
+    func eval(keys: [String], arguments: [[UInt8]]) -> ByteBuffer {
+        command("EVAL", source, keys: keys, arguments: arguments)
+    }
+
+    private func command(_ verb: String, _ script: String, keys: [String], arguments: [[UInt8]]) -> ByteBuffer {
+        var argv: [[UInt8]] = [Array(verb.utf8), Array(script.utf8), Array(String(keys.count).utf8)]
+        argv.reserveCapacity(3 + keys.count + arguments.count)
+        argv += keys.map { Array($0.utf8) }
+        argv += arguments
+        return RESPCommand.buffer(argv)
+    }
+
+    /// Runs the script on `client`; a NOSCRIPT answer (Redis restarted between load and call) retries with EVAL.
+    func run(on client: RedisClient, keys: [String], arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
+        client.send(evalsha(keys: keys, arguments: arguments)).flatMapError { error in
+            if case .reply(let message)? = error as? RedisError, message.hasPrefix("NOSCRIPT") {
+                return client.send(self.eval(keys: keys, arguments: arguments))
+            }
+            return client.loop.makeFailedFuture(error)
+        }
+    }
+
+    func load() -> ByteBuffer { RESPCommand.buffer("SCRIPT", "LOAD", source) }
+}
+
+enum RedisScripts {
+    /// Stores and publishes a batch atomically: for each event, assign the execution's next seq, append the delivered
+    /// object to the capped history stream, refresh the expiries, remember the idempotency key, and PUBLISH.
+    ///
+    /// KEYS: meta, log, idem of each event. ARGV: prefix, history TTL ms, stream cap, counter TTL ms, idempotency cap,
+    /// then per event: workspace ('' = the execution's owner), execution, idempotency key ('' = none), tail (the
+    /// delivered object after its seq).
+    /// Returns {1, seq, duplicate, seq, duplicate, …}, or {0, index, owner} when event `index` (1-based) names an
+    /// execution owned by another workspace (or, with workspace '', by none); then nothing was stored.
+    static let publish = RedisScript(#"""
+        local prefix = ARGV[1]
+        local historyTTL, maxlen = tonumber(ARGV[2]), tonumber(ARGV[3])
+        local counterTTL, idemCap = tonumber(ARGV[4]), tonumber(ARGV[5])
+        local n = #KEYS / 3
+        local owners = {}
+        for i = 1, n do
+          local meta = KEYS[(i - 1) * 3 + 1]
+          local ws = ARGV[5 + (i - 1) * 4 + 1]
+          local owner = owners[meta]
+          if owner == nil then owner = redis.call('HGET', meta, 'ws') end
+          if ws == '' then
+            if not owner then return {0, i, ''} end
+            ws = owner
+          elseif owner and owner ~= ws then
+            return {0, i, owner}
+          end
+          owners[meta] = ws
+        end
+        local out = {1}
+        for i = 1, n do
+          local meta, log, idem = KEYS[(i - 1) * 3 + 1], KEYS[(i - 1) * 3 + 2], KEYS[(i - 1) * 3 + 3]
+          local a = 5 + (i - 1) * 4
+          local ws, exec, key, tail = owners[meta], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+          local seen = false
+          if key ~= '' then seen = redis.call('ZSCORE', idem, key) end
+          if seen then
+            out[#out + 1] = tonumber(seen)
+            out[#out + 1] = 1
+          else
+            local seq = redis.call('HINCRBY', meta, 'seq', 1)
+            redis.call('HSETNX', meta, 'ws', ws)
+            redis.call('PEXPIRE', meta, counterTTL)
+            local json = '{"execution":"' .. exec .. '","workspace":"' .. ws .. '","seq":' .. seq .. ',' .. tail
+            local id = seq .. '-0'
+            local added = redis.pcall('XADD', log, 'MAXLEN', maxlen, id, 'e', json)
+            if type(added) == 'table' and added.err then
+              -- The stream outlived its counter (evicted meta): start it again.
+              redis.call('DEL', log)
+              redis.call('XADD', log, 'MAXLEN', maxlen, id, 'e', json)
+            end
+            redis.call('PEXPIRE', log, historyTTL)
+            if key ~= '' then
+              redis.call('ZADD', idem, seq, key)
+              if redis.call('ZCARD', idem) > idemCap then redis.call('ZREMRANGEBYRANK', idem, 0, -idemCap - 1) end
+              redis.call('PEXPIRE', idem, counterTTL)
+            end
+            redis.call('PUBLISH', prefix .. 'execution:' .. exec .. ':events', json)
+            out[#out + 1] = seq
+            out[#out + 1] = 0
+          end
+        end
+        return out
+        """#)
+
+    /// What a new subscription needs, read in one step: the head seq, the first seq still in history, and the history
+    /// after `since`.
+    ///
+    /// KEYS: meta, log. ARGV: the watcher's workspace, since ('' = none).
+    /// Returns {0} when another workspace owns the execution, else {1, head, firstSeq (0: none held), entries}.
+    static let read = RedisScript(#"""
+        local owner = redis.call('HGET', KEYS[1], 'ws')
+        if owner and owner ~= ARGV[1] then return {0} end
+        local head = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+        local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+        local firstSeq = 0
+        if first[1] then firstSeq = tonumber(string.match(first[1][1], '^(%d+)')) end
+        local entries = {}
+        if ARGV[2] ~= '' then
+          local since = tonumber(ARGV[2])
+          if since > head then
+            entries = redis.call('XRANGE', KEYS[2], '-', '+')
+          elseif since < head then
+            entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
+          end
+        end
+        return {1, head, firstSeq, entries}
+        """#)
+
+    /// Takes a place among a workspace's streams if one is free. Expired leases (their hub stopped renewing) are
+    /// dropped first. Times are Redis's own clock, so hubs need not agree on theirs.
+    ///
+    /// KEYS: the workspace's lease set. ARGV: limit, lease id, TTL ms. Returns 1 (taken) or 0 (full).
+    static let acquireLease = RedisScript(#"""
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        return 1
+        """#)
+
+    /// Extends a hub's leases of one workspace (and takes back any that expired while Redis was unreachable).
+    ///
+    /// KEYS: the workspace's lease set. ARGV: TTL ms, then lease ids. Returns the number renewed.
+    static let renewLeases = RedisScript(#"""
+        local t = redis.call('TIME')
+        local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+        for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
+        redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        return #ARGV - 1
+        """#)
+
+    static let all = [publish, read, acquireLease, renewLeases]
+}

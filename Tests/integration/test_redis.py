@@ -1,0 +1,421 @@
+"""The Redis-backed topic router: many hub processes on one real redis-server act as one hub.
+
+Waits are blocking reads with timeouts. Where the hub changes state on its own (a reconnect, an expired lease, a
+channel unsubscribed after the last watcher left) the test polls that state with a deadline: `eventually`."""
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import hubclient as hc
+from conftest import HUB_BIN, RedisServer, collect_stderr, free_port
+from hubclient import Watcher, ingest, mint, open_live_sse, open_sse
+
+W = hc.SECRET_ARGS
+
+
+def eventually(predicate, timeout=15.0, interval=0.05, what="condition"):
+    """Polls `predicate` until it returns a truthy value (returned) or `timeout` seconds pass (fails)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s (last: {value!r})")
+        time.sleep(interval)
+
+
+def start_hub(hub_factory, redis, *args):
+    hub = hub_factory(*W, "--redis", redis.url, *args)
+    collect_stderr(hub)  # keeps the log pipe drained
+    return hub
+
+
+def readiness(hub):
+    try:
+        status, _, body = hc.request(hub, "GET", "/readyz", timeout=2)
+        return status, json.loads(body)
+    except OSError as e:
+        return None, str(e)
+
+
+def messages(events):
+    return [(e["seq"], e["data"]["message"]) for e in events]
+
+
+def log_line(i):
+    return (f"line {i} " + "x" * 40)[:40]
+
+
+def test_events_ingested_on_one_hub_reach_watchers_on_another_in_order(hub_factory, redis_server):
+    a = start_hub(hub_factory, redis_server)
+    b = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    ws = Watcher(b, token)
+    ws.subscribe("w1", "run-1", since=0, expect_seq=0)
+    sse = open_live_sse(b, "w1", "run-1", token)
+    posted = [hc.log_event("run-1", i) for i in range(30)]
+    seqs = []
+    for i in range(0, 30, 3):
+        seqs += [r["seq"] for r in ingest(a, posted[i:i + 3])]
+    assert seqs == list(range(1, 31))
+    got_ws = ws.events(30)
+    got_sse = [sse.next_message()["json"] for _ in range(30)]
+    want = [(i + 1, log_line(i)) for i in range(30)]
+    assert messages(got_ws) == want
+    assert messages(got_sse) == want
+    # The same bytes from every hub: what hub A's own watcher gets is what hub B's got.
+    wa = Watcher(a, token)
+    wa.subscribe("w1", "run-1", since=0, expect_seq=30)
+    assert [hc.strip_type(m) for m in wa.events(30)] == [hc.strip_type(m) for m in got_ws]
+    assert [m["workspace"] for m in got_ws] == ["w1"] * 30
+
+
+def test_replay_and_live_join_across_hubs_with_no_gap_and_no_duplicate(hub_factory, redis_server):
+    a = start_hub(hub_factory, redis_server)
+    b = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    ingest(a, [hc.log_event("run-2", i) for i in range(20)])
+    # Events keep arriving while watchers on hub B join with since; each gets exactly since+1 ... end.
+    stop = threading.Event()
+    total = {"n": 20}
+
+    def engine():
+        while not stop.is_set() and total["n"] < 200:
+            ingest(a, [hc.log_event("run-2", total["n"] + k) for k in range(2)])
+            total["n"] += 2
+
+    t = threading.Thread(target=engine)
+    t.start()
+    watchers = []
+    for since in (0, 5, 13, 19):
+        w = Watcher(b, token, timeout=15)
+        w.subscribe("w1", "run-2", since=since)
+        watchers.append((since, w))
+    t.join()
+    n = total["n"]
+    for since, w in watchers:
+        got = w.events(n - since)
+        assert messages(got) == [(i + 1, log_line(i)) for i in range(since, n)], since
+
+
+def test_redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged(hub_factory, tmp_path):
+    redis = RedisServer(tmp_path)
+    try:
+        a = start_hub(hub_factory, redis, "--redis-timeout", "1")
+        b = start_hub(hub_factory, redis, "--redis-timeout", "1")
+        token = mint(["w1"])
+        watchers = [Watcher(b, token, timeout=30), Watcher(a, token, timeout=30)]
+        for w in watchers:
+            w.subscribe("w1", "run-3", since=0, expect_seq=0)
+        sse = open_live_sse(b, "w1", "run-3", token, timeout=30)
+
+        total = 240
+        lock = threading.Condition()
+        state = {"acked": 0, "refused": 0, "refused_since_kill": 0, "seqs": {}}
+
+        def post(i):
+            """Posts event i until it is acknowledged; counts 503s (and connections refused while hubs restart)."""
+            event = hc.log_event("run-3", i)
+            event["idempotency_key"] = f"run-3/{i}"
+            body = hc.compact(event)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status, headers, data = hc.post_raw(a, body, hc.signed_headers(body))
+                if status == 202:
+                    return json.loads(data)["accepted"][0]
+                assert status == 503, (status, data)
+                assert headers.get("retry-after") == "1"
+                hc.error_body(data, "unavailable")
+                with lock:
+                    state["refused"] += 1
+                    state["refused_since_kill"] += 1
+                    lock.notify_all()
+                time.sleep(0.05)  # the engine's retry interval (pacing a retry, not waiting for a state)
+            raise AssertionError(f"event {i} was never acknowledged")
+
+        def engine():
+            for i in range(total):
+                accepted = post(i)
+                with lock:
+                    state["seqs"][i] = accepted["seq"]
+                    state["acked"] += 1
+                    lock.notify_all()
+
+        t = threading.Thread(target=engine)
+        t.start()
+        kills = 0
+        for threshold in (40, 110, 180):
+            with lock:
+                assert lock.wait_for(lambda: state["acked"] >= threshold, timeout=60)
+                state["refused_since_kill"] = 0
+            redis.kill()
+            kills += 1
+            # While Redis is down both hubs say so, and the engine is told to retry.
+            for hub in (a, b):
+                eventually(lambda: readiness(hub)[0] == 503, what="readyz 503")
+                assert readiness(hub)[1] == {"status": "unavailable", "broker": "redis", "redis": "down"}
+            with lock:
+                assert lock.wait_for(lambda: state["refused_since_kill"] > 0, timeout=30)
+            redis.start()
+            for hub in (a, b):
+                eventually(lambda: readiness(hub)[0] == 200, what="readyz 200")
+        t.join()
+        assert kills == 3 and state["refused"] >= 3
+        # Each event got one seq, in the order the engine sent them.
+        assert [state["seqs"][i] for i in range(total)] == list(range(1, total + 1))
+        want = [(i + 1, log_line(i)) for i in range(total)]
+        for w in watchers:
+            assert messages(w.events(total)) == want
+        assert messages([sse.next_message()["json"] for _ in range(total)]) == want
+        # Nothing more is pending: no event twice.
+        for w in watchers:
+            with pytest.raises(TimeoutError):
+                w.recv(timeout=0.5)
+        # The hubs backfilled what their pub/sub connections missed, and say they reconnected.
+        assert any("redis connection restored" in line for line in collect_stderr(a).lines)
+    finally:
+        redis.stop()
+
+
+def test_events_published_while_the_pubsub_connection_is_down_are_backfilled(hub_factory, redis_server):
+    """Redis drops every pub/sub connection while the command connections stay: events acknowledged meanwhile never
+    arrive live, so each hub reads them from the history stream when it has subscribed again."""
+    a = start_hub(hub_factory, redis_server)
+    b = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    watchers = [Watcher(a, token, timeout=15), Watcher(b, token, timeout=15)]
+    for w in watchers:
+        w.subscribe("w1", "run-8", since=0, expect_seq=0)
+    sse = open_live_sse(b, "w1", "run-8", token, timeout=15)
+    ingest(a, [hc.log_event("run-8", i) for i in range(5)])
+    numsub = lambda: redis_server.cli("PUBSUB", "NUMSUB", "execution:run-8:events").split()[1]
+    for round in range(3):
+        eventually(lambda: numsub() == "2", what="both hubs subscribed")
+        assert int(redis_server.cli("CLIENT", "KILL", "TYPE", "pubsub")) == 2
+        # Nobody listens on the channel now, yet the engine's events are acknowledged (they are stored).
+        start = 5 + round * 20
+        for i in range(start, start + 20, 4):
+            ingest(a, [hc.log_event("run-8", k) for k in range(i, i + 4)])
+    total = 65
+    want = [(i + 1, log_line(i)) for i in range(total)]
+    for w in watchers:
+        assert messages(w.events(total)) == want
+    assert messages([sse.next_message()["json"] for _ in range(total)]) == want
+    for w in watchers:
+        with pytest.raises(TimeoutError):
+            w.recv(timeout=0.3)
+    eventually(lambda: numsub() == "2", what="both hubs subscribed again")
+
+
+def test_seed_format_publish_reaches_watchers_once(hub_factory, redis_server):
+    a = start_hub(hub_factory, redis_server)
+    b = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    # The execution is reported through the hub first: that binds its id to workspace w1.
+    ingest(a, hc.exec_event("run-4", "execution.started", {"workflow": "etl"}))
+    wa, wb = Watcher(a, token), Watcher(b, token)
+    wa.subscribe("w1", "run-4", since=0, expect_seq=1)
+    wb.subscribe("w1", "run-4", since=0, expect_seq=1)
+    assert [e["seq"] for e in wa.events(1)] == [1] and [e["seq"] for e in wb.events(1)] == [1]
+    seed = {"event": "node.completed", "execution_id": "run-4", "node_key": "fetch",
+            "data": {"duration_ms": 1234, "output": {"rows": 3}}, "timestamp": "2026-11-29T10:00:00Z"}
+    # Both hubs are subscribed to the channel (one subscriber each).
+    assert redis_server.cli("PUBSUB", "NUMSUB", "execution:run-4:events").split() == ["execution:run-4:events", "2"]
+    assert redis_server.cli("PUBLISH", "execution:run-4:events", json.dumps(seed)) == "2"
+    want = {"type": "event", "execution": "run-4", "workspace": "w1", "seq": 2, "event": "node.completed",
+            "node_key": "fetch", "timestamp": "2026-11-29T10:00:00Z",
+            "data": {"status": "completed", "duration_ms": 1234, "output_keys": ["rows"], "output_size_bytes": 10,
+                     "output_preview": "{\"rows\":3}"}}
+    assert wa.recv() == want and wb.recv() == want
+    # Exactly once, even though both hubs received the message: the next event is seq 3.
+    assert ingest(a, hc.log_event("run-4", 0))[0]["seq"] == 3
+    assert wa.recv()["seq"] == 3 and wb.recv()["seq"] == 3
+    # A message for an execution no workspace owns, or one that is not an event, is dropped with a log line.
+    assert redis_server.cli("PUBLISH", "execution:run-4:events", "not json") == "2"
+    assert collect_stderr(a).wait_for(lambda l: "dropping a message on an execution channel" in l)
+
+
+def test_hub_subscribes_once_per_execution_and_unsubscribes_after_the_last_watcher(hub_factory, redis_server):
+    hub = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    numsub = lambda: redis_server.cli("PUBSUB", "NUMSUB", "execution:run-5:events").split()[1]
+    w1, w2 = Watcher(hub, token), Watcher(hub, token)
+    w1.subscribe("w1", "run-5")
+    w2.subscribe("w1", "run-5")
+    sse = open_live_sse(hub, "w1", "run-5", token)
+    w3 = Watcher(hub, token)
+    w3.subscribe("w1", "run-5")
+    assert numsub() == "1"
+    assert redis_server.cli("PUBSUB", "NUMSUB", "execution:other:events").split()[1] == "0"
+    w1.close()
+    rid = w2.op("unsubscribe", workspace="w1", execution="run-5")
+    assert w2.recv() == {"type": "unsubscribed", "id": rid, "workspace": "w1", "execution": "run-5"}
+    sse.close()
+    # One watcher is left: the channel stays subscribed, once, and delivers.
+    ingest(hub, hc.log_event("run-5", 0))
+    assert w3.events(1)[0]["seq"] == 1
+    assert numsub() == "1"
+    w3.close()
+    eventually(lambda: numsub() == "0", what="PUBSUB NUMSUB 0 after the last watcher left")
+    # Watching again subscribes again.
+    w4 = Watcher(hub, token)
+    w4.subscribe("w1", "run-5", since=0, expect_seq=1)
+    assert numsub() == "1"
+
+
+def test_sse_cap_holds_across_hubs_and_a_dead_hubs_leases_expire(hub_factory, redis_server):
+    a = start_hub(hub_factory, redis_server, "--lease-ttl", "2")
+    b = start_hub(hub_factory, redis_server, "--lease-ttl", "2")
+    token = mint(["w1"])
+    streams = [open_live_sse(a, "w1", f"run-{i}", token) for i in range(3)]
+    streams += [open_live_sse(b, "w1", f"run-{i}", token) for i in range(3, 5)]
+    assert redis_server.cli("ZCARD", "sse:w1") == "5"
+    for hub in (a, b):
+        refused = open_sse(hub, "w1", "run-9", token)
+        assert refused.status == 429 and refused.headers["retry-after"] == "5"
+        hc.error_body(refused.read_body(), "too_many_streams")
+    # Another workspace has its own places.
+    other = open_live_sse(b, "w2", "run-9", mint(["w2"]))
+    # A stream that ends gives its place back at once.
+    streams[4].close()
+    eventually(lambda: redis_server.cli("ZCARD", "sse:w1") == "4", what="lease released")
+    streams[4] = open_live_sse(b, "w1", "run-4", token)
+    # Hub A dies without a word: its three leases are not renewed and expire within the TTL; hub B's are renewed.
+    redis_ms = lambda: int(redis_server.cli("TIME").split()[0]) * 1000
+    live = lambda: redis_server.cli("ZRANGEBYSCORE", "sse:w1", str(redis_ms()), "+inf").split()
+    killed_at = redis_ms()
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    refused = open_sse(b, "w1", "run-9", token)
+    assert refused.status == 429
+    eventually(lambda: len(live()) == 2, timeout=10, what="the dead hub's leases expire")
+    # Two TTLs after the kill, hub B's two leases (older than that) are still live: B renews them.
+    eventually(lambda: redis_ms() > killed_at + 4000, timeout=10, what="two lease TTLs")
+    assert len(live()) == 2 and len({m.split(":")[0] for m in live()}) == 1
+    fresh = [open_live_sse(b, "w1", f"run-1{i}", token) for i in range(3)]
+    refused = open_sse(b, "w1", "run-9", token)
+    assert refused.status == 429
+    assert len(live()) == 5
+    for s in streams[3:] + fresh + [other]:
+        s.close()
+
+
+def test_an_execution_id_belongs_to_one_workspace(hub_factory, redis_server):
+    a = start_hub(hub_factory, redis_server)
+    b = start_hub(hub_factory, redis_server)
+    ingest(a, hc.log_event("shared-id", 0, workspace="w1"))
+    body = hc.compact({"events": [hc.log_event("fresh", 0, workspace="w2"), hc.log_event("shared-id", 1, workspace="w2")]})
+    status, _, data = hc.post_raw(b, body, hc.signed_headers(body))
+    assert status == 409
+    err = hc.error_body(data, "execution_conflict", field="events[1].execution_id")
+    assert err["message"] == "events[1].execution_id shared-id belongs to another workspace"
+    # Nothing of the refused batch was stored.
+    assert redis_server.cli("EXISTS", "execution:fresh:meta") == "0"
+    # A w2 watcher of the same id sees nothing of w1's events.
+    w2 = Watcher(b, mint(["w2"]))
+    w2.subscribe("w2", "shared-id", since=0, expect_seq=0)
+    ingest(a, hc.log_event("shared-id", 2, workspace="w1"))
+    with pytest.raises(TimeoutError):
+        w2.recv(timeout=0.5)
+
+
+def test_hub_starts_without_redis_and_becomes_ready_when_it_comes(hub_factory, tmp_path):
+    port = free_port()
+    hub = hub_factory(*W, "--redis", f"redis://127.0.0.1:{port}")
+    collect_stderr(hub)
+    assert readiness(hub) == (503, {"status": "unavailable", "broker": "redis", "redis": "down"})
+    body = hc.compact(hc.log_event("run-6", 0))
+    status, headers, data = hc.post_raw(hub, body, hc.signed_headers(body))
+    assert status == 503 and headers["retry-after"] == "1"
+    assert hc.error_body(data, "unavailable")["message"] == "events could not be stored; retry"
+    # A watcher may connect and subscribe meanwhile; it is answered once Redis is there.
+    token = mint(["w1"])
+    w = Watcher(hub, token, timeout=20)
+    rid = w.op("subscribe", workspace="w1", execution="run-6", since=0)
+    sse = open_sse(hub, "w1", "run-6", token)
+    assert sse.status == 503  # the cluster-wide stream count cannot be checked
+    hc.error_body(sse.read_body(), "unavailable")
+    redis = RedisServer(tmp_path, port=port)
+    try:
+        eventually(lambda: readiness(hub)[0] == 200, what="ready once Redis is up")
+        assert w.recv() == {"type": "subscribed", "id": rid, "workspace": "w1", "execution": "run-6", "seq": 0}
+        ingest(hub, hc.log_event("run-6", 0))
+        assert messages(w.events(1)) == [(1, log_line(0))]
+    finally:
+        redis.stop()
+
+
+def run_hub_expecting_failure(*args, timeout=20):
+    proc = subprocess.run([HUB_BIN, "serve", "--port", "0", *W, *args], capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_wrong_password_is_a_clear_error_at_startup(tmp_path):
+    redis = RedisServer(tmp_path, "--requirepass", "right-password")
+    try:
+        code, out, err = run_hub_expecting_failure("--redis", f"redis://:wrong@127.0.0.1:{redis.port}")
+        assert code == 2 and "hub listening" not in out
+        assert "cannot start: redis error reply: AUTH refused by 127.0.0.1:" in err
+        assert "WRONGPASS" in err
+        # No password at all: the first command is refused.
+        code, _, err = run_hub_expecting_failure("--redis", redis.url)
+        assert code == 2 and "PING refused by" in err and "NOAUTH" in err
+    finally:
+        redis.stop()
+
+
+def test_unknown_database_is_a_clear_error_at_startup(redis_server):
+    code, _, err = run_hub_expecting_failure("--redis", redis_server.url + "/99")
+    assert code == 2
+    assert f"cannot start: redis error reply: SELECT 99 refused by 127.0.0.1:{redis_server.port}/99: ERR DB index is out of range" in err
+
+
+def test_password_and_database_from_flags_work(hub_factory, tmp_path):
+    redis = RedisServer(tmp_path, "--requirepass", "pw-0123")
+    try:
+        hub = start_hub(hub_factory, redis, "--redis-password", "pw-0123", "--redis-db", "3", "--redis-prefix", "hubA:")
+        ingest(hub, hc.log_event("run-7", 0))
+        assert redis.cli("-a", "pw-0123", "--no-auth-warning", "-n", "3", "EXISTS", "hubA:execution:run-7:log") == "1"
+        assert redis.cli("-a", "pw-0123", "--no-auth-warning", "-n", "0", "DBSIZE") == "0"
+    finally:
+        redis.stop()
+
+
+@pytest.mark.parametrize("reply", [b"?what\r\n", b"$-5\r\n", b"*1\r\n:abc\r\n"])
+def test_malformed_replies_are_a_clear_error_at_startup(reply):
+    """Something that is not a Redis answers on the port: the hub says so and exits instead of crashing."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(1024)
+            conn.sendall(reply)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        code, out, err = run_hub_expecting_failure("--redis", f"redis://127.0.0.1:{port}")
+        assert code == 2 and "hub listening" not in out
+        assert "cannot start: redis protocol error:" in err
+    finally:
+        listener.close()
+
+
+def test_redis_url_and_settings_are_validated(tmp_path):
+    code, _, err = run_hub_expecting_failure("--redis", "http://127.0.0.1:6379")
+    assert code != 0 and "redis URL 'http://127.0.0.1:6379' must start with redis://" in err
+    code, _, err = run_hub_expecting_failure("--redis", "redis://127.0.0.1:6379", "--lease-ttl", "0.5")
+    assert code != 0 and "lease-ttl must be at least 1 second" in err
