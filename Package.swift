@@ -114,7 +114,11 @@ let package = Package(
         ),
         .testTarget(
             name: "HubRedisTests",
-            dependencies: ["HubRedis", "HubCore"]
+            dependencies: [
+                "HubRedis", "HubCore", "HubNative",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "HubServerTests",

@@ -30,3 +30,7 @@ timeout 1800 bash Tests/autobahn/run.sh "$root/.build/debug/hub" "$shared/tools/
 
 echo "== integration tests"
 HUB_BIN="$root/.build/debug/hub" timeout 2400 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 Tests/integration
+
+echo "== stream tests again, every hub of a test on one real redis-server"
+HUB_BIN="$root/.build/debug/hub" timeout 1200 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 --broker redis \
+  Tests/integration/test_streams.py

@@ -58,8 +58,9 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         // A reply that does not come in time means a dead or hung server: drop the connection, which fails every
         // pending command, and let the owner reconnect.
         let check = min(timeout, .milliseconds(250))
-        watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: check, delay: check) { [weak self] _ in
-            guard let self, let first = self.pending.first, first.deadline < .now() else { return }
+        let loop = context.eventLoop
+        watchdog = loop.scheduleRepeatedTask(initialDelay: check, delay: check) { [weak self] _ in
+            guard let self, let first = self.pending.first, first.deadline < loop.now else { return }
             self.fail(.unavailable("no reply within \(self.timeout.nanoseconds / 1_000_000) ms"))
         }
     }
@@ -76,7 +77,7 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
             promise.fail(closeReason)
             return promise.futureResult
         }
-        pending.append((promise, .now() + timeout))
+        pending.append((promise, context.eventLoop.now + timeout))
         write(command)
         return promise.futureResult
     }

@@ -68,12 +68,41 @@ def collect_stderr(hub):
     return hub.stderr_lines
 
 
+def pytest_addoption(parser):
+    parser.addoption("--broker", choices=("embedded", "redis"), default="embedded",
+                     help="run hubs started by hub_factory on the embedded broker or on a real redis-server")
+
+
+@pytest.fixture(scope="session")
+def broker_redis(request, tmp_path_factory):
+    """With --broker redis: one redis-server for the session (each test gets its own key prefix)."""
+    if request.config.getoption("--broker") != "redis":
+        yield None
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def hub_factory():
+def on_redis(broker_redis):
+    """True when this run's hubs share a Redis (--broker redis)."""
+    return broker_redis is not None
+
+
+_prefixes = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def hub_factory(broker_redis):
+    """Starts hubs; with --broker redis every hub of one test shares one Redis key prefix, so they act as one."""
     started = []
+    redis_args = ()
+    if broker_redis is not None:
+        redis_args = ("--redis", broker_redis.url, "--redis-prefix", f"t{next(_prefixes)}:")
 
     def start(*args, env=None):
-        hub = Hub(*args, env=env)
+        hub = Hub(*args, *redis_args, env=env)
         started.append(hub)
         return hub
 

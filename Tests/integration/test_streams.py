@@ -447,8 +447,10 @@ def test_websocket_url_token_refused_before_upgrade(hub_factory):
     watcher.close()
 
 
-def test_websocket_auth_op(hub_factory):
+def test_websocket_auth_op(hub_factory, on_redis):
     hub = hub_factory(*W)
+    # With Redis an execution id belongs to one workspace, so the w2 execution gets an id of its own there.
+    w2_execution = "e1-of-w2" if on_redis else "e1"
     watcher = Watcher(hub)  # no token yet
     rid = watcher.op("subscribe", workspace="w1", execution="e1")
     error_reply(watcher, "unauthenticated", rid)
@@ -475,21 +477,35 @@ def test_websocket_auth_op(hub_factory):
     assert ordered(replies) == ordered([
         {"type": "authenticated", "id": rid, "sub": "bob", "workspaces": ["w2"], "expires_at": exp},
         {"type": "unsubscribed", "workspace": "w1", "execution": "e1", "reason": "forbidden"}])
-    watcher.subscribe("w2", "e1", expect_seq=0)
+    watcher.subscribe("w2", w2_execution, expect_seq=0)
     ingest(hub, hc.log_event("e1", 2))  # w1/e1 seq 2: no longer delivered
-    ingest(hub, hc.log_event("e1", 3, workspace="w2"))
+    ingest(hub, hc.log_event(w2_execution, 3, workspace="w2"))
     event = watcher.events(1)[0]
-    assert (event["workspace"], event["execution"], event["seq"]) == ("w2", "e1", 1)
+    assert (event["workspace"], event["execution"], event["seq"]) == ("w2", w2_execution, 1)
     assert no_message(watcher)
     watcher.close()
 
 
-def test_same_execution_id_in_two_workspaces_is_isolated(hub_factory):
+def test_same_execution_id_in_two_workspaces_is_isolated(hub_factory, on_redis):
     hub = hub_factory(*W)
     w1, w2 = Watcher(hub, mint(workspaces=["w1"])), Watcher(hub, mint(workspaces=["w2"]))
     w1.subscribe("w1", "shared", expect_seq=0)
     w2.subscribe("w2", "shared", expect_seq=0)
     sse1 = open_live_sse(hub, "w1", "shared", mint(workspaces=["w1"]))
+    if on_redis:
+        # With Redis the id belongs to the workspace that reported it first; the other's events are refused (409)
+        # and its watchers of that id receive nothing.
+        accepted = ingest(hub, [hc.log_event("shared", 200, workspace="w1"), hc.log_event("shared", 500, workspace="w1")])
+        assert [(a["workspace_id"], a["seq"]) for a in accepted] == [("w1", 1), ("w1", 2)]
+        body = hc.compact(hc.log_event("shared", 100, workspace="w2"))
+        status, _, data = hc.post_raw(hub, body, hc.signed_headers(body))
+        assert status == 409
+        hc.error_body(data, "execution_conflict", field="execution_id")
+        assert [e["seq"] for e in w1.events(2)] == [1, 2]
+        assert [sse1.next_message()["json"]["seq"] for _ in range(2)] == [1, 2]
+        assert no_message(w2)
+        sse1.close()
+        return
 
     posted = [hc.log_event("shared", 100, workspace="w2"), hc.log_event("shared", 200, workspace="w1"),
               hc.log_event("shared", 300, workspace="w2"), hc.log_event("shared", 400, workspace="w2"),
