@@ -36,6 +36,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private let seedDecoder: IngestDecoder
     private let clock: @Sendable () -> Int64
     private var channels: [String: ChannelState] = [:]
+    /// SUBSCRIBE commands sent on the current pub/sub connection and not yet confirmed, by execution. Kept apart from
+    /// `channels`: after SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE the channel is subscribed only at the second confirmation.
+    private var unconfirmed: [String: Int] = [:]
     private var outgoing: [ObjectIdentifier: (router: LoopRouter, events: [EncodedEvent])] = [:]
     private var flushScheduled = false
     private let available = NIOLockedValueBox(false)
@@ -57,8 +60,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         /// Local routers by topic (the workspace a watcher asked for), with how many subscriptions each holds.
         var routers: [TopicKey: [ObjectIdentifier: (router: LoopRouter, count: Int)]] = [:]
         var count = 0
-        /// SUBSCRIBE sent on the current pub/sub connection and not yet confirmed.
-        var unconfirmed = 0
+        /// Subscribed on the current pub/sub connection.
         var confirmed = false
         /// The last seq handed to routers with none missing before it; nil until the first history read.
         var known: UInt64?
@@ -125,10 +127,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 connectionsChanged()
             }
             subscriber.onDown = { [self] in
-                for state in channels.values {
-                    state.confirmed = false
-                    state.unconfirmed = 0
-                }
+                for state in channels.values { state.confirmed = false }
+                unconfirmed.removeAll()
                 connectionsChanged()
             }
             return commands.start().flatMap { self.subscriber.start() }
@@ -243,7 +243,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
 
     private func subscribe(_ state: ChannelState, on connection: RedisConnection) {
-        state.unconfirmed += 1
+        unconfirmed[state.execution, default: 0] += 1
         connection.sendWithoutReply(RESPCommand.buffer("SUBSCRIBE", keys.channel(state.execution)))
     }
 
@@ -326,9 +326,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private func received(_ push: RedisPush) {
         switch push {
         case .subscribed(let channel):
-            guard let execution = keys.execution(ofChannel: channel), let state = channels[execution] else { return }
-            state.unconfirmed = max(state.unconfirmed - 1, 0)
-            guard state.unconfirmed == 0, !state.confirmed else { return }
+            guard let execution = keys.execution(ofChannel: channel) else { return }
+            let left = (unconfirmed[execution] ?? 1) - 1
+            unconfirmed[execution] = left > 0 ? left : nil
+            guard left <= 0, let state = channels[execution], !state.confirmed else { return }
             state.confirmed = true
             // Whatever was published while the channel was not subscribed is in history: read it before going on.
             if state.known != nil { backfill(state) }
