@@ -61,10 +61,7 @@ public struct EngineSignature: Sendable {
 
     /// The header value for a body (for `hub simulate` and tests).
     public func header<Body: Collection<UInt8>>(timestamp: Int64, body: Body) -> String {
-        "sha256=" + sign(timestamp: timestamp, body: body).map { b in
-            let hex = Array("0123456789abcdef")
-            return String(hex[Int(b >> 4)]) + String(hex[Int(b & 15)])
-        }.joined()
+        "sha256=" + Hex.encode(sign(timestamp: timestamp, body: body))
     }
 
     static func hexDecode(_ s: Substring) -> [UInt8]? {

@@ -446,10 +446,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             return
         }
         if event.idempotencyKey == nil {
-            event.idempotencyKey = "seed:" + Digest.sha1(payload).prefix(16).map { b in
-                let hex = Array("0123456789abcdef".utf8)
-                return String(decoding: [hex[Int(b >> 4)], hex[Int(b & 15)]], as: UTF8.self)
-            }.joined()
+            event.idempotencyKey = "seed:" + Hex.encode(Digest.sha1(payload).prefix(16))
         }
         store([event]).whenComplete { [self] result in
             switch result {

@@ -34,10 +34,7 @@ struct RedisScript: Sendable {
 
     init(_ source: String) {
         self.source = source
-        self.sha = Digest.sha1(Array(source.utf8)).map { b in
-            let hex = Array("0123456789abcdef".utf8)
-            return String(decoding: [hex[Int(b >> 4)], hex[Int(b & 15)]], as: UTF8.self)
-        }.joined()
+        self.sha = Hex.encode(Digest.sha1(Array(source.utf8)))
     }
 
     func evalsha(keys: [String], arguments: [[UInt8]]) -> ByteBuffer {

@@ -1,4 +1,5 @@
 import HubCore
+import HubNative
 import HubRedis
 import Logging
 import NIOCore
@@ -114,11 +115,7 @@ public final class HubServer: Sendable {
 /// 32 random bytes, hex-encoded.
 func randomSecret() -> String {
     var rng = SystemRandomNumberGenerator()
-    return (0..<32).map { _ in
-        let b = UInt8.random(in: 0...255, using: &rng)
-        let hex = Array("0123456789abcdef")
-        return String(hex[Int(b >> 4)]) + String(hex[Int(b & 15)])
-    }.joined()
+    return Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) })
 }
 
 /// The hub could not start; the message says why (a Redis that refuses the password, for example).

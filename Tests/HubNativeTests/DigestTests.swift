@@ -53,3 +53,10 @@ final class Base64Tests: XCTestCase {
 func hex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {
     bytes.map { String(format: "%02x", $0) }.joined()
 }
+
+final class HexTests: XCTestCase {
+    func testLowerCaseHexOfEveryNibble() {
+        XCTAssertEqual(Hex.encode([0x00, 0x01, 0x7f, 0x80, 0xab, 0xff]), "00017f80abff")
+        XCTAssertEqual(Hex.encode([UInt8]()), "")
+    }
+}
