@@ -62,12 +62,20 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         var count = 0
         /// Subscribed on the current pub/sub connection.
         var confirmed = false
+        /// Goes up whenever the channel is confirmed or lost: an answer to a read sent under an older generation may
+        /// miss events of the time the channel was not subscribed, and is not used.
+        var generation = 0
+        /// A backfill is waiting for its answer (at most one at a time).
+        var backfilling = false
+        var retryScheduled = false
         /// The last seq handed to routers with none missing before it; nil until the first history read.
         var known: UInt64?
         /// Highest seq handed on before `known` was set.
         var maxSeen: UInt64 = 0
-        /// Live events held while the gap before them is read from history.
+        /// Live events held while the gap before them is read from history (nil when none is being read). Bounded:
+        /// past `maxHeld` they are dropped, since the backfill reads them from history anyway.
         var held: [EncodedEvent]?
+        static let maxHeld = 10_000
         var backfillPending = false
         /// Subscriptions waiting for the channel to be confirmed (or for Redis to come back) to read their history.
         var reads: [PendingRead] = []
@@ -127,7 +135,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 connectionsChanged()
             }
             subscriber.onDown = { [self] in
-                for state in channels.values { state.confirmed = false }
+                for state in channels.values {
+                    state.confirmed = false
+                    state.generation += 1
+                }
                 unconfirmed.removeAll()
                 connectionsChanged()
             }
@@ -139,6 +150,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         loop.execute { [self] in
             commands.stop()
             subscriber.stop()
+            for state in channels.values {
+                for read in state.reads { read.promise.fail(RedisError.unavailable("the hub is shutting down")) }
+                state.reads = []
+            }
         }
     }
 
@@ -152,7 +167,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         guard commands.isReady else { return }
         for state in channels.values where state.confirmed {
             runReads(state)
-            if state.backfillPending { backfill(state) }
+            if state.backfillPending && !state.backfilling { backfill(state) }
         }
     }
 
@@ -256,11 +271,18 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
 
     private func read(_ read: PendingRead, _ state: ChannelState) {
+        let generation = state.generation
         let arguments: [[UInt8]] = [Array(read.topic.workspace.utf8), Array((read.since.map(String.init) ?? "").utf8)]
         RedisScripts.read.run(on: commands, keys: [keys.meta(state.execution), keys.log(state.execution)], arguments: arguments)
             .whenComplete { [self] result in
                 guard channels[state.execution] === state else {
                     return read.promise.fail(RedisError.unavailable("unsubscribed"))
+                }
+                guard state.generation == generation else {
+                    // The channel was lost and subscribed again meanwhile: read again, under the new subscription.
+                    state.reads.append(read)
+                    if state.confirmed { runReads(state) }
+                    return
                 }
                 switch result {
                 case .success(let reply):
@@ -270,9 +292,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                         read.promise.fail(error)
                     }
                 case .failure(RedisError.unavailable):
-                    // Read again once Redis is back; the watcher stays connected meanwhile.
+                    // Read again once Redis is back (`connectionsChanged`); the watcher stays connected meanwhile.
                     state.reads.append(read)
-                    if state.confirmed { runReads(state) }
                 case .failure(let error):
                     logger.error("history read failed", metadata: ["execution": "\(state.execution)", "error": "\(error)"])
                     read.promise.fail(error)
@@ -331,6 +352,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             unconfirmed[execution] = left > 0 ? left : nil
             guard left <= 0, let state = channels[execution], !state.confirmed else { return }
             state.confirmed = true
+            state.generation += 1
             // Whatever was published while the channel was not subscribed is in history: read it before going on.
             if state.known != nil { backfill(state) }
             runReads(state)
@@ -349,6 +371,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     /// Hands a live event on in seq order: a seq already handed on is dropped, a gap is filled from history first.
     private func handOn(_ event: EncodedEvent, _ state: ChannelState) {
         if state.held != nil {
+            if state.held!.count >= ChannelState.maxHeld { state.held!.removeAll() }
             state.held!.append(event)
             return
         }
@@ -356,8 +379,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             state.maxSeen = max(state.maxSeen, event.seq)
             return forward(event, state)
         }
-        if event.seq <= known { return }
-        if event.seq > known + 1 {
+        // A seq at or below the last one handed on arrives live only if the execution's numbering started again
+        // (Redis lost its data, or the counter expired while the channel stayed watched): check with Redis.
+        if event.seq > known + 1 || event.seq <= known {
             state.held = [event]
             return backfill(state)
         }
@@ -365,21 +389,42 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         forward(event, state)
     }
 
-    /// Reads history after `known`, hands it on, then the events held meanwhile.
+    /// Reads history after `known`, hands it on, then the events held meanwhile. The execution's head seq is read
+    /// with it: a head below `known` means its numbering started again, and everything from seq 1 is handed on.
     private func backfill(_ state: ChannelState) {
         guard let known = state.known else { return }
         if state.held == nil { state.held = [] }
-        guard commands.isReady else {
+        guard commands.isReady, !state.backfilling else {
             state.backfillPending = true
             return
         }
         state.backfillPending = false
-        let command = RESPCommand.buffer("XRANGE", keys.log(state.execution), "\(known + 1)-0", "+")
-        commands.send(command).whenComplete { [self] result in
+        state.backfilling = true
+        let generation = state.generation
+        // Pipelined on one connection: both answers describe the same moment.
+        let head = commands.send(RESPCommand.buffer("HGET", keys.meta(state.execution), "seq"))
+        let range = commands.send(RESPCommand.buffer("XRANGE", keys.log(state.execution), "\(known + 1)-0", "+"))
+        head.and(range).whenComplete { [self] result in
             guard channels[state.execution] === state else { return }
+            state.backfilling = false
+            guard state.generation == generation else {
+                // Sent before the channel was lost and subscribed again: the new confirmation reads again.
+                if state.confirmed { backfill(state) }
+                return
+            }
             switch result {
-            case .success(.array(let entries)):
-                var last = state.known ?? known
+            case .success((let headReply, .array(let entries))):
+                var headSeq: UInt64 = 0
+                if case .bulk(let digits) = headReply { headSeq = UInt64(String(decoding: digits, as: UTF8.self)) ?? 0 }
+                if headSeq < known {
+                    logger.warning("an execution's numbering started again (Redis lost its data?); handing on from seq 1",
+                        metadata: ["execution": "\(state.execution)", "last_seq": "\(known)", "head": "\(headSeq)"])
+                    state.known = 0
+                    state.recent.removeAll()
+                    state.recentOrder.removeAll()
+                    return backfill(state)
+                }
+                var last = known
                 var filled = 0
                 for entry in entries {
                     guard let event = event(fromEntry: entry, state), event.seq > last else { continue }
@@ -395,13 +440,24 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 state.known = last
                 state.held = nil
                 counters.withLockedValue { $0.backfilled += filled }
-            case .success(let other):
-                logger.error("unexpected XRANGE reply", metadata: ["reply": "\(other)"])
-                state.held = nil
-            case .failure:
-                // Redis went away again: try once it is back.
+                if state.backfillPending { backfill(state) }
+            case .success, .failure:
+                // Redis went away (read again once it is back) or answered oddly (read again in a second); live
+                // events stay held meanwhile.
+                if case .success = result { logger.error("unexpected answer to a backfill read", metadata: ["execution": "\(state.execution)"]) }
                 state.backfillPending = true
+                scheduleBackfillRetry(state)
             }
+        }
+    }
+
+    private func scheduleBackfillRetry(_ state: ChannelState) {
+        guard !state.retryScheduled else { return }
+        state.retryScheduled = true
+        loop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
+            state.retryScheduled = false
+            guard channels[state.execution] === state, state.backfillPending, state.confirmed else { return }
+            backfill(state)
         }
     }
 

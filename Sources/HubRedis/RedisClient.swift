@@ -75,6 +75,7 @@ final class RedisClient: @unchecked Sendable {
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(connection) }
             }
@@ -82,18 +83,17 @@ final class RedisClient: @unchecked Sendable {
             .flatMapErrorThrowing { error in throw RedisError.unavailable("cannot connect to \(self.configuration.endpoint): \(error)") }
             .flatMap { _ in self.handshake(connection) }
             .flatMap { self.setup(connection) }
-            .map {
+            .flatMapThrowing {
                 connection.onClose = { [weak self] reason in self?.lost(connection, reason) }
-                guard connection.isActive, !self.stopped else {
-                    connection.close()
-                    return
-                }
+                guard !self.stopped else { return connection.close() }
+                guard connection.isActive else { throw RedisError.unavailable("connection closed during set-up") }
                 if self.attempt > 0 {
                     self.reconnects += 1
                     self.logger.notice("redis connection restored", metadata: ["connection": "\(self.name)", "attempts": "\(self.attempt)"])
                 }
                 self.attempt = 0
                 self.connection = connection
+                self.keepAlive(connection)
                 self.onReady(connection)
             }
             .flatMapErrorThrowing { error in
@@ -128,6 +128,17 @@ final class RedisClient: @unchecked Sendable {
             }
         }
         return chain
+    }
+
+    /// A PING every half timeout: a connection that went silent (a dead peer without a reset, or a pub/sub
+    /// connection that would otherwise only ever receive) misses the reply and is dropped by the command timeout.
+    private func keepAlive(_ connection: RedisConnection) {
+        let every = TimeAmount.nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9 / 2))
+        loop.assumeIsolated().scheduleTask(in: every) { [weak self, weak connection] in
+            guard let self, let connection, self.connection === connection else { return }
+            _ = connection.send(RESPCommand.buffer("PING"))
+            self.keepAlive(connection)
+        }
     }
 
     private func lost(_ connection: RedisConnection, _ reason: RedisError) {

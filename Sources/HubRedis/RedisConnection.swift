@@ -152,11 +152,13 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         guard closeReason == nil else { return }
         closeReason = reason
         watchdog?.cancel()
-        while let (promise, _) = pending.popFirst() { promise.fail(reason) }
-        context?.close(promise: nil)
-        onClose?(reason)
+        // The owner learns first, so that callbacks of the failed commands below already see no connection.
+        let owner = onClose
         onClose = nil
         onPush = nil
+        owner?(reason)
+        while let (promise, _) = pending.popFirst() { promise.fail(reason) }
+        context?.close(promise: nil)
     }
 }
 

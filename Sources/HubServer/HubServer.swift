@@ -12,6 +12,7 @@ public final class HubServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Channel
     private let logger: Logger
+    private let redis: RedisBroker?
 
     /// The bound port (useful when configured as 0).
     public var port: Int { channel.localAddress?.port ?? configuration.port }
@@ -86,7 +87,7 @@ public final class HubServer: Sendable {
             let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
             logger.info("hub listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
                 "echo": "\(configuration.echo)", "threads": "\(threads)"])
-            return HubServer(configuration: configuration, group: group, channel: channel, logger: logger)
+            return HubServer(configuration: configuration, group: group, channel: channel, logger: logger, redis: redisBroker)
         } catch {
             redisBroker?.shutdown()
             try? await group.shutdownGracefully()
@@ -94,7 +95,10 @@ public final class HubServer: Sendable {
         }
     }
 
-    private init(configuration: ServerConfiguration, group: MultiThreadedEventLoopGroup, channel: Channel, logger: Logger) {
+    private init(configuration: ServerConfiguration, group: MultiThreadedEventLoopGroup, channel: Channel, logger: Logger,
+        redis: RedisBroker?)
+    {
+        self.redis = redis
         self.configuration = configuration
         self.group = group
         self.channel = channel
@@ -108,6 +112,7 @@ public final class HubServer: Sendable {
 
     public func shutdown() async throws {
         try? await channel.close()
+        redis?.shutdown()
         try await group.shutdownGracefully()
     }
 }

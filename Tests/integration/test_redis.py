@@ -213,6 +213,63 @@ def test_events_published_while_the_pubsub_connection_is_down_are_backfilled(hub
     eventually(lambda: numsub() == "2", what="both hubs subscribed again")
 
 
+def test_a_hung_redis_times_out_and_a_waiting_subscription_completes_after(hub_factory, redis_server):
+    """Redis stops answering (CLIENT PAUSE): commands time out, the hub drops and re-opens its connections, says it
+    is not ready meanwhile, and a subscription made during the pause is answered once Redis answers again."""
+    hub = start_hub(hub_factory, redis_server, "--redis-timeout", "0.4")
+    token = mint(["w1"])
+    ingest(hub, hc.log_event("run-10", 0))
+    w = Watcher(hub, token, timeout=20)
+    assert redis_server.cli("CLIENT", "PAUSE", "2500", "ALL") == "OK"
+    rid = w.op("subscribe", workspace="w1", execution="run-10", since=0)
+    body = hc.compact(hc.log_event("run-10", 1))
+    status, headers, data = hc.post_raw(hub, body, hc.signed_headers(body))
+    assert status == 503 and headers["retry-after"] == "1"
+    eventually(lambda: readiness(hub)[0] == 503, what="not ready while Redis hangs")
+    assert w.recv() == {"type": "subscribed", "id": rid, "workspace": "w1", "execution": "run-10", "seq": 1}
+    assert messages(w.events(1)) == [(1, log_line(0))]
+    eventually(lambda: readiness(hub)[0] == 200, what="ready again")
+    ingest(hub, hc.log_event("run-10", 1))
+    assert messages(w.events(1)) == [(2, log_line(1))]
+    assert collect_stderr(hub).wait_for(lambda l: "no reply within 400 ms" in l)
+
+
+def test_command_connection_lost_while_a_subscription_reads_history(hub_factory, redis_server):
+    """The command connection drops while a subscription's history read waits for its answer (writes paused, so the
+    read script waits); the pub/sub connection stays. The read is made again on the new connection."""
+    hub = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    ingest(hub, hc.log_event("run-12", 0))
+    w = Watcher(hub, token, timeout=20)
+    w.subscribe("w1", "run-12")  # the channel is subscribed from here on
+    assert redis_server.cli("CLIENT", "PAUSE", "1500", "WRITE") == "OK"
+    w2 = Watcher(hub, token, timeout=20)
+    rid = w2.op("subscribe", workspace="w1", execution="run-12", since=0)
+    eventually(lambda: " flags=b " in redis_server.cli("CLIENT", "LIST"), what="the read script waiting (blocked)")
+    assert int(redis_server.cli("CLIENT", "KILL", "TYPE", "normal")) >= 1
+    assert w2.recv() == {"type": "subscribed", "id": rid, "workspace": "w1", "execution": "run-12", "seq": 1}
+    assert messages(w2.events(1)) == [(1, log_line(0))]
+    ingest(hub, hc.log_event("run-12", 1))
+    assert messages(w.events(1)) == [(2, log_line(1))] and messages(w2.events(1)) == [(2, log_line(1))]
+
+
+def test_numbering_that_starts_again_is_handed_on(hub_factory, redis_server):
+    """Redis loses its data (FLUSHALL here) while a hub watches an execution: the execution's numbering starts again
+    at 1, and the hub hands the new events on instead of taking them for old ones."""
+    hub = start_hub(hub_factory, redis_server)
+    token = mint(["w1"])
+    old = Watcher(hub, token)
+    old.subscribe("w1", "run-11", since=0)
+    ingest(hub, [hc.log_event("run-11", i) for i in range(5)])
+    assert [e["seq"] for e in old.events(5)] == [1, 2, 3, 4, 5]
+    assert redis_server.cli("FLUSHALL") == "OK"
+    new = Watcher(hub, token)
+    new.subscribe("w1", "run-11", since=0, expect_seq=0)
+    assert ingest(hub, hc.log_event("run-11", 100))[0]["seq"] == 1
+    assert messages(new.events(1)) == [(1, log_line(100))]
+    assert collect_stderr(hub).wait_for(lambda l: "numbering started again" in l)
+
+
 def test_seed_format_publish_reaches_watchers_once(hub_factory, redis_server):
     a = start_hub(hub_factory, redis_server)
     b = start_hub(hub_factory, redis_server)
