@@ -149,12 +149,17 @@ final class RedisClient: @unchecked Sendable {
         scheduleReconnect()
     }
 
+    /// The delay before reconnection attempt `attempt` (0-based): doubling from `initial` up to `max`, of which the
+    /// upper half is random (`jitter` in 0...1), so that hubs that lost Redis together do not all return at once.
+    static func backoffMilliseconds(attempt: Int, initial: Int, max: Int, jitter: Double) -> Int {
+        let ceiling = Swift.min(max, initial << Swift.min(attempt, 20))
+        return ceiling / 2 + Int(Double(ceiling - ceiling / 2) * jitter)
+    }
+
     private func scheduleReconnect() {
         guard !stopped else { return }
-        let ceiling = min(configuration.reconnectMaxMilliseconds,
-            configuration.reconnectInitialMilliseconds << min(attempt, 20))
-        // Half fixed, half random: hubs that lost Redis together do not all come back in the same instant.
-        let delay = ceiling / 2 + Int.random(in: 0...max(ceiling / 2, 1))
+        let delay = Self.backoffMilliseconds(attempt: attempt, initial: configuration.reconnectInitialMilliseconds,
+            max: configuration.reconnectMaxMilliseconds, jitter: Double.random(in: 0...1))
         attempt += 1
         loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
             guard !stopped else { return }

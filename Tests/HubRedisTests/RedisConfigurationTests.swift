@@ -51,3 +51,13 @@ final class RedisConfigurationTests: XCTestCase {
             "*5\r\n$7\r\nEVALSHA\r\n$40\r\ne0e1f9fabfc9d4800c877a703b823ac0578ff8db\r\n$1\r\n1\r\n$1\r\nk\r\n$1\r\na\r\n")
     }
 }
+
+final class ReconnectBackoffTests: XCTestCase {
+    func testDoublesUpToTheCapWithTheUpperHalfRandom() {
+        let lowest = (0..<8).map { RedisClient.backoffMilliseconds(attempt: $0, initial: 50, max: 2000, jitter: 0) }
+        let highest = (0..<8).map { RedisClient.backoffMilliseconds(attempt: $0, initial: 50, max: 2000, jitter: 1) }
+        XCTAssertEqual(lowest, [25, 50, 100, 200, 400, 800, 1000, 1000])
+        XCTAssertEqual(highest, [50, 100, 200, 400, 800, 1600, 2000, 2000])
+        XCTAssertEqual(RedisClient.backoffMilliseconds(attempt: 1000, initial: 50, max: 2000, jitter: 0.5), 1500)
+    }
+}
