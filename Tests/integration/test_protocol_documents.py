@@ -481,6 +481,8 @@ def _classify(obj):
         return "ws-client-message"
     if "type" in obj:
         return "ws-server-message"
+    if "execution_id" in obj and "workspace_id" not in obj and "events" not in obj:
+        return "redis-seed-message"
     if "events" in obj or "execution_id" in obj:
         return "ingest-request"
     if "accepted" in obj:

@@ -14,6 +14,7 @@ import pytest
 import hubclient as hc
 from conftest import HUB_BIN, RedisServer, collect_stderr, free_port
 from hubclient import Watcher, ingest, mint, open_live_sse, open_sse
+from protocol_schemas import validate
 
 W = hc.SECRET_ARGS
 
@@ -282,6 +283,7 @@ def test_seed_format_publish_reaches_watchers_once(hub_factory, redis_server):
     assert [e["seq"] for e in wa.events(1)] == [1] and [e["seq"] for e in wb.events(1)] == [1]
     seed = {"event": "node.completed", "execution_id": "run-4", "node_key": "fetch",
             "data": {"duration_ms": 1234, "output": {"rows": 3}}, "timestamp": "2026-11-29T10:00:00Z"}
+    validate("redis-seed-message", seed)
     # Both hubs are subscribed to the channel (one subscriber each).
     assert redis_server.cli("PUBSUB", "NUMSUB", "execution:run-4:events").split() == ["execution:run-4:events", "2"]
     assert redis_server.cli("PUBLISH", "execution:run-4:events", json.dumps(seed)) == "2"
