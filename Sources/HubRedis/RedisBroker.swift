@@ -518,11 +518,4 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             }
         }
     }
-
-    // MARK: Introspection (tests, metrics)
-
-    /// Executions whose channel this hub is subscribed to.
-    public func subscribedExecutions() -> EventLoopFuture<[String]> {
-        loop.submit { self.channels.keys.sorted() }
-    }
 }

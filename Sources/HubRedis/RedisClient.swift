@@ -18,7 +18,6 @@ final class RedisClient: @unchecked Sendable {
     private(set) var connection: RedisConnection?
     private var attempt = 0
     private var stopped = false
-    private var started = false
     /// Times a lost connection was set up again.
     private(set) var reconnects = 0
 
@@ -45,7 +44,6 @@ final class RedisClient: @unchecked Sendable {
     /// trying in the background and the future succeeds.
     func start() -> EventLoopFuture<Void> {
         loop.preconditionInEventLoop()
-        started = true
         return connect().flatMapError { error in
             if case .some(.unavailable) = error as? RedisError {
                 self.logger.warning("redis unreachable; retrying in the background",

@@ -73,9 +73,4 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
                 }
         }
     }
-
-    /// Leases this hub holds for `workspace` (tests).
-    public func heldCount(_ workspace: String) -> EventLoopFuture<Int> {
-        broker.loop.submit { self.held[workspace]?.count ?? 0 }
-    }
 }
