@@ -42,17 +42,6 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private var outgoing: [ObjectIdentifier: (router: LoopRouter, events: [EncodedEvent])] = [:]
     private var flushScheduled = false
     private let available = NIOLockedValueBox(false)
-    private let counters = NIOLockedValueBox(Counters())
-
-    public struct Counters: Sendable, Equatable {
-        /// Connections to Redis set up again after they were lost.
-        public var reconnects = 0
-        /// Events read from history to fill a gap in what arrived live.
-        public var backfilled = 0
-        /// Seed-format messages turned into hub events (by this hub or another), and those dropped as invalid.
-        public var seedMessages = 0
-        public var seedDropped = 0
-    }
 
     /// Per-hub state of one execution channel, confined to the broker's loop.
     private final class ChannelState: @unchecked Sendable {
@@ -158,12 +147,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
 
     public var isAvailable: Bool { available.withLockedValue { $0 } }
-    public var counterValues: Counters { counters.withLockedValue { $0 } }
 
     private func connectionsChanged() {
         let up = commands.isReady && subscriber.isReady
         available.withLockedValue { $0 = up }
-        counters.withLockedValue { $0.reconnects = commands.reconnects + subscriber.reconnects }
         guard commands.isReady else { return }
         for state in channels.values where state.confirmed {
             runReads(state)
@@ -425,11 +412,9 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                     return backfill(state)
                 }
                 var last = known
-                var filled = 0
                 for entry in entries {
                     guard let event = event(fromEntry: entry, state), event.seq > last else { continue }
                     last = event.seq
-                    filled += 1
                     forward(event, state)
                 }
                 // What history no longer holds is gone for this hub too; watchers see the gap and resync.
@@ -439,7 +424,6 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 }
                 state.known = last
                 state.held = nil
-                counters.withLockedValue { $0.backfilled += filled }
                 if state.backfillPending { backfill(state) }
             case .success, .failure:
                 // Redis went away (read again once it is back) or answered oddly (read again in a second); live
@@ -491,13 +475,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         do {
             event = try seedDecoder.decodeSeed(payload, now: clock())
         } catch {
-            counters.withLockedValue { $0.seedDropped += 1 }
             logger.warning("dropping a message on an execution channel that is not a valid event",
                 metadata: ["execution": "\(execution)", "error": "\(error)"])
             return
         }
         guard event.topic.execution == execution else {
-            counters.withLockedValue { $0.seedDropped += 1 }
             logger.warning("dropping a message whose execution_id is not its channel's", metadata: ["execution": "\(execution)"])
             return
         }
@@ -506,11 +488,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         }
         store([event]).whenComplete { [self] result in
             switch result {
-            case .success(let results):
-                if results.first?.duplicate == false { counters.withLockedValue { $0.seedMessages += 1 } }
+            case .success:
+                break
             case .failure(BrokerError.executionOwnedElsewhere(_, let owner)):
-                counters.withLockedValue { $0.seedDropped += 1 }
-                logger.warning(owner.isEmpty ? "dropping a message for an execution no workspace owns yet"
+                    logger.warning(owner.isEmpty ? "dropping a message for an execution no workspace owns yet"
                     : "dropping a message whose workspace does not own the execution", metadata: ["execution": "\(execution)"])
             case .failure(let error):
                 logger.warning("could not store a message published on an execution channel",

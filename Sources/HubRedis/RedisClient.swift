@@ -18,8 +18,6 @@ final class RedisClient: @unchecked Sendable {
     private(set) var connection: RedisConnection?
     private var attempt = 0
     private var stopped = false
-    /// Times a lost connection was set up again.
-    private(set) var reconnects = 0
 
     /// Runs on every new connection before it counts as ready (script loading, for example).
     var setup: (RedisConnection) -> EventLoopFuture<Void>
@@ -86,7 +84,6 @@ final class RedisClient: @unchecked Sendable {
                 guard !self.stopped else { return connection.close() }
                 guard connection.isActive else { throw RedisError.unavailable("connection closed during set-up") }
                 if self.attempt > 0 {
-                    self.reconnects += 1
                     self.logger.notice("redis connection restored", metadata: ["connection": "\(self.name)", "attempts": "\(self.attempt)"])
                 }
                 self.attempt = 0

@@ -7,6 +7,18 @@ import pytest
 HUB_BIN = os.environ.get("HUB_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", ".build", "debug", "hub")
 
 
+def terminate(proc, grace=10):
+    """SIGTERM, then SIGKILL if the process is still there after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Hub:
     def __init__(self, *args, env=None):
         self.proc = subprocess.Popen(
@@ -26,12 +38,7 @@ class Hub:
         return f"ws://{self.host}:{self.port}"
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 class StderrLines:
@@ -163,13 +170,8 @@ class RedisServer:
         self.proc.wait()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc)
 
     def cli(self, *args):
         """redis-cli's answer, stripped; raises on failure."""

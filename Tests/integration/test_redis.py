@@ -53,6 +53,18 @@ def log_line(i):
     return (f"line {i} " + "x" * 40)[:40]
 
 
+def assert_received_exactly(total, watchers, sse, quiet=0.3):
+    """Every WebSocket watcher and the SSE stream received log lines 0 … total-1 as seqs 1 … total, in order, and
+    the watchers nothing more (no event twice)."""
+    want = [(i + 1, log_line(i)) for i in range(total)]
+    for w in watchers:
+        assert messages(w.events(total)) == want
+    assert messages([sse.next_message()["json"] for _ in range(total)]) == want
+    for w in watchers:
+        with pytest.raises(TimeoutError):
+            w.recv(timeout=quiet)
+
+
 def test_events_ingested_on_one_hub_reach_watchers_on_another_in_order(hub_factory, redis_server):
     a = start_hub(hub_factory, redis_server)
     b = start_hub(hub_factory, redis_server)
@@ -170,15 +182,8 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged(hub_fa
         assert kills == 3 and state["refused"] >= 3
         # Each event got one seq, in the order the engine sent them.
         assert [state["seqs"][i] for i in range(total)] == list(range(1, total + 1))
-        want = [(i + 1, log_line(i)) for i in range(total)]
-        for w in watchers:
-            assert messages(w.events(total)) == want
-        assert messages([sse.next_message()["json"] for _ in range(total)]) == want
-        # Nothing more is pending: no event twice.
-        for w in watchers:
-            with pytest.raises(TimeoutError):
-                w.recv(timeout=0.5)
-        # The hubs backfilled what their pub/sub connections missed, and say they reconnected.
+        assert_received_exactly(total, watchers, sse, quiet=0.5)
+        # The hubs say they reconnected.
         assert any("redis connection restored" in line for line in collect_stderr(a).lines)
     finally:
         redis.stop()
@@ -203,14 +208,7 @@ def test_events_published_while_the_pubsub_connection_is_down_are_backfilled(hub
         start = 5 + round * 20
         for i in range(start, start + 20, 4):
             ingest(a, [hc.log_event("run-8", k) for k in range(i, i + 4)])
-    total = 65
-    want = [(i + 1, log_line(i)) for i in range(total)]
-    for w in watchers:
-        assert messages(w.events(total)) == want
-    assert messages([sse.next_message()["json"] for _ in range(total)]) == want
-    for w in watchers:
-        with pytest.raises(TimeoutError):
-            w.recv(timeout=0.3)
+    assert_received_exactly(65, watchers, sse)
     eventually(lambda: numsub() == "2", what="both hubs subscribed again")
 
 
