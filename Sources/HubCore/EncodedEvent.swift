@@ -16,6 +16,9 @@ public final class EncodedEvent: Sendable {
     public let webSocketDeflatedFrame: ByteBuffer
     /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event.
     public let sse: ByteBuffer
+    /// When this hub encoded the event (monotonic nanoseconds): as it was ingested here or arrived from Redis. The
+    /// start of the ingest-to-write latency.
+    public let encodedAt: UInt64
 
     /// The window every shared compressed frame uses.
     public static let sharedDeflateWindowBits = 9
@@ -31,6 +34,7 @@ public final class EncodedEvent: Sendable {
         self.seq = seq
         self.type = type
         self.json = json
+        encodedAt = NIODeadline.now().uptimeNanoseconds
         // `{"type":"event",` followed by the delivered object without its opening brace.
         var message = ByteBuffer()
         message.reserveCapacity(json.utf8.count + 16)

@@ -32,10 +32,11 @@ public final class Subscription {
 public final class LoopRouter: @unchecked Sendable {
     public let eventLoop: EventLoop
     private var table: [TopicKey: [Subscription]] = [:]
-    public private(set) var deliveredCount = 0
+    private let metrics: HubMetrics
 
-    public init(eventLoop: EventLoop) {
+    public init(eventLoop: EventLoop, metrics: HubMetrics = .none) {
         self.eventLoop = eventLoop
+        self.metrics = metrics
     }
 
     /// Number of local subscriptions (for metrics and tests).
@@ -56,6 +57,8 @@ public final class LoopRouter: @unchecked Sendable {
         let subscription = Subscription(topic: topic, sink: sink, lastSeq: 0)
         subscription.held = []
         table[topic, default: []].append(subscription)
+        metrics.subscriptions.increment()
+        if since != nil { metrics.replays.increment() }
         let answer = broker.subscribe(topic, since: since, router: self).assumeIsolated()
         answer.whenFailure { error in
             guard subscription.active else { return }
@@ -73,15 +76,20 @@ public final class LoopRouter: @unchecked Sendable {
             } else {
                 subscription.lastSeq = result.headSeq
             }
+            if since != nil, result.truncatedFirstSeq != nil { self.metrics.truncatedReplays.increment() }
             onReady(subscription, result)
+            var written = 0
             for event in result.replay where event.seq > subscription.lastSeq {
                 subscription.lastSeq = event.seq
                 subscription.sink.write(event, for: subscription, replay: true)
+                written += 1
             }
             for event in held where event.seq > subscription.lastSeq {
                 subscription.lastSeq = event.seq
                 subscription.sink.write(event, for: subscription, replay: false)
+                written += 1
             }
+            if written > 0 { self.metrics.eventsDelivered.increment(by: written) }
         }
         return subscription
     }
@@ -90,6 +98,7 @@ public final class LoopRouter: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         guard subscription.active else { return }
         subscription.active = false
+        metrics.subscriptions.decrement()
         if var list = table[subscription.topic] {
             list.removeAll { $0 === subscription }
             table[subscription.topic] = list.isEmpty ? nil : list
@@ -101,6 +110,7 @@ public final class LoopRouter: @unchecked Sendable {
     public func deliver(_ events: [EncodedEvent]) {
         for event in events {
             guard let list = table[event.topic] else { continue }
+            var written = 0
             for subscription in list where subscription.active {
                 if subscription.held != nil {
                     subscription.held!.append(event)
@@ -109,8 +119,12 @@ public final class LoopRouter: @unchecked Sendable {
                 guard event.seq > subscription.lastSeq else { continue }
                 subscription.lastSeq = event.seq
                 subscription.sink.write(event, for: subscription, replay: false)
-                deliveredCount += 1
+                written += 1
             }
+            guard written > 0 else { continue }
+            // One sample per event per loop: the first write of the fan-out (the rest follow in the same tick).
+            metrics.ingestToWrite.recordNanoseconds(Int64(NIODeadline.now().uptimeNanoseconds &- event.encodedAt))
+            metrics.eventsDelivered.increment(by: written)
         }
     }
 }

@@ -92,7 +92,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
 
     /// - Parameter loop: where the Redis connections and the broker's state live.
     public init(configuration: Configuration, loop: EventLoop, logger: Logger, outputPreviewBytes: Int,
-        clock: @escaping @Sendable () -> Int64)
+        metrics: HubMetrics = .none, clock: @escaping @Sendable () -> Int64)
     {
         self.configuration = configuration
         self.loop = loop
@@ -102,8 +102,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         var decoder = IngestDecoder()
         decoder.outputPreviewBytes = outputPreviewBytes
         self.seedDecoder = decoder
-        commands = RedisClient(loop: loop, configuration: configuration.redis, name: "commands", logger: logger)
-        subscriber = RedisClient(loop: loop, configuration: configuration.redis, name: "pubsub", logger: logger)
+        commands = RedisClient(loop: loop, configuration: configuration.redis, name: "commands", logger: logger,
+            metrics: metrics)
+        subscriber = RedisClient(loop: loop, configuration: configuration.redis, name: "pubsub", logger: logger,
+            metrics: metrics)
     }
 
     /// Connects both connections. Fails for a configuration error (wrong password, unknown database, not a Redis);
@@ -132,6 +134,14 @@ public final class RedisBroker: Broker, @unchecked Sendable {
                 connectionsChanged()
             }
             return commands.start().flatMap { self.subscriber.start() }
+        }
+    }
+
+    /// Completes once Redis has answered every command sent before it (a PING behind them), or at once when Redis is
+    /// unreachable: so that the last lease releases land before `shutdown`.
+    public func settle() -> EventLoopFuture<Void> {
+        loop.flatSubmit { [self] in
+            commands.send(RESPCommand.buffer("PING")).map { _ in }.recover { _ in }
         }
     }
 

@@ -1,3 +1,4 @@
+import HubCore
 import HubNative
 import Logging
 import NIOCore
@@ -18,6 +19,9 @@ final class RedisClient: @unchecked Sendable {
     private(set) var connection: RedisConnection?
     private var attempt = 0
     private var stopped = false
+    /// Whether a connection was ever ready: the next ready one is a reconnection.
+    private var wasReady = false
+    private let metrics: HubMetrics
 
     /// Runs on every new connection before it counts as ready (script loading, for example).
     var setup: (RedisConnection) -> EventLoopFuture<Void>
@@ -27,7 +31,8 @@ final class RedisClient: @unchecked Sendable {
     /// Makes the connection a pub/sub one: pushed messages go here.
     var onPush: ((RedisPush) -> Void)?
 
-    init(loop: EventLoop, configuration: RedisConfiguration, name: String, logger: Logger) {
+    init(loop: EventLoop, configuration: RedisConfiguration, name: String, logger: Logger, metrics: HubMetrics = .none) {
+        self.metrics = metrics
         self.loop = loop
         self.configuration = configuration
         self.name = name
@@ -87,6 +92,8 @@ final class RedisClient: @unchecked Sendable {
                     self.logger.notice("redis connection restored", metadata: ["connection": "\(self.name)", "attempts": "\(self.attempt)"])
                 }
                 self.attempt = 0
+                if self.wasReady { self.metrics.redisReconnects.increment() }
+                self.wasReady = true
                 self.connection = connection
                 self.keepAlive(connection)
                 self.onReady(connection)

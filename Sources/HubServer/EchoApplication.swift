@@ -16,6 +16,10 @@ final class EchoApplication: WebSocketApplication {
 
     func didClose(_ socket: WebSocketHandler) {}
 
+    func drain(_ socket: WebSocketHandler) {
+        socket.close(code: .goingAway, reason: "hub shutting down")
+    }
+
     /// The echo route keeps reading: a peer over its budget is closed, and data after the close is discarded.
     var holdsReadsWhenUnwritable: Bool { false }
 

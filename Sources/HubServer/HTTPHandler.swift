@@ -28,7 +28,23 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        // Accepted just as the drain began: the listener is closing, this connection is not served.
+        if server.state.isDraining {
+            done = true
+            context.close(promise: nil)
+            return
+        }
         armRequestTimer(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
+        // An idle keep-alive connection closes now; one with a request in flight closes after its response.
+        if head == nil && body == nil && !done {
+            done = true
+            requestTimer?.cancel()
+            context.close(promise: nil)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -106,6 +122,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func handle(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let isUpgrade = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         switch server.route(for: head.uri) {
+        case .some(let route) where route.opensConnection && server.state.isDraining:
+            server.metrics.refused(.draining).increment()
+            respond(context: context, status: .serviceUnavailable, code: "draining",
+                message: "this hub is shutting down; connect again (another hub will answer)", close: true,
+                extraHeaders: [("Retry-After", "1")])
         case .some(.echo):
             upgrade(context: context, head: head, application: EchoApplication(), maxMessageSize: server.configuration.echoMaxMessageSize,
                 budget: max(server.configuration.outboundBudget, 2 * server.configuration.echoMaxMessageSize + 1024))
@@ -146,17 +167,34 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             respond(context: context, status: .ok, code: nil, message: "ok", close: isUpgrade || !head.isKeepAlive)
+        case .some(.metrics):
+            guard head.method == .GET || head.method == .HEAD else {
+                respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
+                    message: "use GET", close: isUpgrade, extraHeaders: [("Allow", "GET, HEAD")])
+                return
+            }
+            let text = server.exposition()
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "text/plain; version=0.0.4; charset=utf-8")
+            headers.add(name: "Content-Length", value: String(text.count))
+            headers.add(name: "Cache-Control", value: "no-cache")
+            if isUpgrade || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            sendRaw(context: context, status: .ok, headers: headers,
+                body: head.method == .HEAD ? nil : context.channel.allocator.buffer(bytes: text), close: isUpgrade || !head.isKeepAlive)
         case .some(.ready):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
                     message: "use GET", close: isUpgrade, extraHeaders: [("Allow", "GET, HEAD")])
                 return
             }
-            // Ready: accepting, and the broker (Redis, when configured) reachable.
-            let available = server.broker.isAvailable
-            var fields: [(String, JSON)] = [("status", .string(available ? "ready" : "unavailable"))]
+            // Ready: accepting (not draining), and the broker (Redis, when configured) reachable.
+            let draining = server.state.isDraining
+            let available = server.broker.isAvailable && !draining
+            var fields: [(String, JSON)] = [("status", .string(draining ? "draining" : available ? "ready" : "unavailable"))]
             fields.append(("broker", .string(server.configuration.redis == nil ? "embedded" : "redis")))
-            if server.configuration.redis != nil { fields.append(("redis", .string(available ? "up" : "down"))) }
+            if server.configuration.redis != nil {
+                fields.append(("redis", .string(server.broker.isAvailable ? "up" : "down")))
+            }
             respondJSON(context: context, status: available ? .ok : .serviceUnavailable, json: .object(fields),
                 close: isUpgrade || !head.isKeepAlive, extraHeaders: available ? [] : [("Retry-After", "1")])
         case .none:
@@ -188,6 +226,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func refuseToken(context: ChannelHandlerContext, _ failure: TokenVerifier.Failure) {
+        server.metrics.refused(.invalidToken).increment()
         respond(context: context, status: .unauthorized, code: failure.code, message: failure.message, close: true,
             extraHeaders: [("WWW-Authenticate", #"Bearer error="invalid_token""#)])
     }
@@ -195,6 +234,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func originRefused(context: ChannelHandlerContext, head: HTTPRequestHead) -> Bool {
         let origin = head.headers.first(name: "Origin")
         guard !server.originAllowed(origin) else { return false }
+        server.metrics.refused(.originNotAllowed).increment()
         respond(context: context, status: .forbidden, code: "origin_not_allowed",
             message: "origin \(origin ?? "") is not allowed to open streams", close: true)
         return true
@@ -219,6 +259,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func openStream(context: ChannelHandlerContext, head: HTTPRequestHead, topic: TopicKey) {
         guard !originRefused(context: context, head: head) else { return }
         guard let token = token(head, headerAndCookie: true) else {
+            server.metrics.refused(.unauthenticated).increment()
             respond(context: context, status: .unauthorized, code: "unauthenticated",
                 message: "a token is required: Authorization: Bearer, ?access_token= or the hub_token cookie", close: true,
                 extraHeaders: [("WWW-Authenticate", "Bearer")])
@@ -231,6 +272,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return refuseToken(context: context, error)
         }
         guard principal.grants(topic.workspace) else {
+            server.metrics.refused(.forbidden).increment()
             respond(context: context, status: .forbidden, code: "forbidden",
                 message: "the token does not grant workspace \(topic.workspace)", close: true)
             return
@@ -252,6 +294,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             switch result {
             case .success(.some(let lease)):
                 guard context.channel.isActive else { return self.server.limiter.release(lease) }
+                guard !self.server.state.isDraining else {
+                    self.server.limiter.release(lease)
+                    self.server.metrics.refused(.draining).increment()
+                    self.respond(context: context, status: .serviceUnavailable, code: "draining",
+                        message: "this hub is shutting down; connect again (another hub will answer)", close: true,
+                        extraHeaders: [("Retry-After", "1")])
+                    return
+                }
                 let stream = SSEHandler(server: self.server, resources: self.server.loops.resources(for: context.eventLoop),
                     topic: topic, since: since, principal: principal, origin: origin, lease: lease)
                 if self.handOver(context: context, to: stream, budget: self.server.configuration.outboundBudget / 2) {
@@ -260,10 +310,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     self.server.limiter.release(lease)
                 }
             case .success(.none):
+                self.server.metrics.refused(.tooManyStreams).increment()
                 self.respond(context: context, status: .tooManyRequests, code: "too_many_streams",
                     message: "workspace \(topic.workspace) already has \(self.server.configuration.maxSSEPerWorkspace) open streams",
                     close: true, extraHeaders: [("Retry-After", "5")])
             case .failure:
+                self.server.metrics.refused(.unavailable).increment()
                 self.respond(context: context, status: .serviceUnavailable, code: "unavailable",
                     message: "stream limits cannot be checked now (Redis unreachable); retry", close: true,
                     extraHeaders: [("Retry-After", "2")])
@@ -343,6 +395,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         server.broker.publish(events, on: context.eventLoop, encoder: resources.encoder).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let results):
+                let duplicates = results.lazy.filter(\.duplicate).count
+                if results.count > duplicates { self.server.metrics.eventsIngested.increment(by: results.count - duplicates) }
+                if duplicates > 0 { self.server.metrics.eventsDuplicate.increment(by: duplicates) }
                 let accepted = JSON.array(results.map { r in
                     .object([("execution_id", .string(r.topic.execution)), ("workspace_id", .string(r.topic.workspace)),
                         ("seq", .number(Double(r.seq))), ("duplicate", .bool(r.duplicate))])
@@ -389,6 +444,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let acceptance: HandshakeAcceptance
         switch Handshake.accept(request, deflate: server.configuration.deflatePolicy) {
         case .failure(let error):
+            server.metrics.refused(.badHandshake).increment()
             refuse(context: context, error)
             return
         case .success(let a):
@@ -448,6 +504,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func sendRaw(context: ChannelHandlerContext, status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer?,
         close: Bool)
     {
+        var headers = headers
+        var close = close
+        // A response finished while the hub drains is the connection's last.
+        if !close && server.state.isDraining {
+            close = true
+            headers.add(name: "Connection", value: "close")
+        }
         if close { done = true }
         requestTimer?.cancel()
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)

@@ -2,9 +2,11 @@ import HubCore
 import HubNative
 import HubRedis
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Prometheus
 
 /// The hub's listener: SwiftNIO carries the bytes, NIOHTTP1 parses requests, and the hub speaks WebSocket itself.
 public final class HubServer: Sendable {
@@ -13,6 +15,8 @@ public final class HubServer: Sendable {
     private let channel: Channel
     private let logger: Logger
     private let redis: RedisBroker?
+    private let state: ServerState
+    private let connections: ConnectionTable
 
     /// The bound port (useful when configured as 0).
     public var port: Int { channel.localAddress?.port ?? configuration.port }
@@ -29,6 +33,14 @@ public final class HubServer: Sendable {
             configuration.engineSecret = randomSecret()
             logger.warning("no engine secret configured (HUB_ENGINE_SECRET): using a random one; ingestion will refuse every request")
         }
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets[HubMetrics.ingestToWriteLabel] = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5),
+        ]
+        let metrics = HubMetrics(factory: factory)
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let staticFiles = try StaticFiles(webRoot: configuration.webRoot)
@@ -38,7 +50,7 @@ public final class HubServer: Sendable {
         var redisBroker: RedisBroker?
         if let redisConfiguration = configuration.redisBrokerConfiguration {
             let redis = RedisBroker(configuration: redisConfiguration, loop: group.next(), logger: logger,
-                outputPreviewBytes: configuration.outputPreviewBytes, clock: ServerContext.systemWallClock)
+                outputPreviewBytes: configuration.outputPreviewBytes, metrics: metrics, clock: ServerContext.systemWallClock)
             do {
                 try await redis.start().get()
             } catch {
@@ -60,12 +72,15 @@ public final class HubServer: Sendable {
             broker = memory
             limiter = LocalStreamLimiter(limit: configuration.maxSSEPerWorkspace)
         }
-        let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group), logger: logger,
+        let state = ServerState()
+        let connections = ConnectionTable()
+        let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group, metrics: metrics), logger: logger,
             broker: broker, limiter: limiter,
             tokens: TokenVerifier(secret: Array(configuration.tokenSecret.utf8)),
             engine: EngineSignature(secret: Array(configuration.engineSecret.utf8),
                 maxSkewSeconds: Int64(configuration.engineClockSkewSeconds)),
-            staticFiles: staticFiles, demo: demo, wallClock: ServerContext.systemWallClock)
+            staticFiles: staticFiles, demo: demo, metrics: metrics, exposition: { registry.emitToBuffer() }, state: state,
+            wallClock: ServerContext.systemWallClock)
         demo?.start(server: context, eventLoop: group.next())
         let budget = configuration.outboundBudget
         let bootstrap = ServerBootstrap(group: group)
@@ -76,7 +91,8 @@ public final class HubServer: Sendable {
                 value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: configuration.receiveBufferInitial, maximum: 65536))
             .childChannelOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.add(channel)
+                return channel.eventLoop.makeCompletedFuture {
                     let encoder = HTTPResponseEncoder()
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
                     let http = HTTPHandler(server: context, encoder: encoder, decoder: decoder)
@@ -87,18 +103,26 @@ public final class HubServer: Sendable {
             let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
             logger.info("hub listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
                 "echo": "\(configuration.echo)", "threads": "\(threads)"])
-            return HubServer(configuration: configuration, group: group, channel: channel, logger: logger, redis: redisBroker)
+            return HubServer(configuration: configuration, group: group, channel: channel, logger: logger, redis: redisBroker,
+                state: state, connections: connections)
         } catch {
             redisBroker?.shutdown()
             try? await group.shutdownGracefully()
-            throw error
+            var why = "\(error)"
+            if let io = error as? IOError {
+                why = io.errnoCode == EADDRINUSE ? "address already in use" : io.errnoCode == EACCES
+                    ? "permission denied" : io.errnoCode == EADDRNOTAVAIL ? "address not available here" : "\(io)"
+            }
+            throw StartError(message: "cannot listen on \(configuration.host):\(configuration.port): \(why)")
         }
     }
 
     private init(configuration: ServerConfiguration, group: MultiThreadedEventLoopGroup, channel: Channel, logger: Logger,
-        redis: RedisBroker?)
+        redis: RedisBroker?, state: ServerState, connections: ConnectionTable)
     {
         self.redis = redis
+        self.state = state
+        self.connections = connections
         self.configuration = configuration
         self.group = group
         self.channel = channel
@@ -108,6 +132,42 @@ public final class HubServer: Sendable {
     /// Completes when the listener closes.
     public func waitUntilClosed() async throws {
         try await channel.closeFuture.get()
+    }
+
+    /// Graceful drain: stops accepting, asks every watcher to reconnect elsewhere (WebSocket close 1012, a final SSE
+    /// `reconnect` event), lets requests in flight finish, and waits up to `timeout` seconds for every connection to
+    /// close; what is still open then is closed. Then the broker and the event loops stop.
+    public func drain(timeout: Double) async -> DrainResult {
+        guard state.startDraining() else { return DrainResult(connections: 0, forced: 0) }
+        let open = connections.all
+        logger.notice("draining", metadata: ["connections": "\(open.count)", "deadline_s": "\(timeout)"])
+        try? await channel.close()
+        for connection in open {
+            connection.pipeline.fireUserInboundEventTriggered(DrainEvent())
+        }
+        let loop = group.next()
+        let finished = loop.makePromise(of: Bool.self)
+        let settled = NIOLockedValueBox(false)
+        let settle: @Sendable (Bool) -> Void = { inTime in
+            if settled.withLockedValue({ was in defer { was = true }; return !was }) { finished.succeed(inTime) }
+        }
+        loop.scheduleTask(in: .nanoseconds(nanoseconds(timeout))) { settle(false) }
+        connections.whenEmpty(on: loop).whenSuccess { settle(true) }
+        let inTime = (try? await finished.futureResult.get()) ?? false
+        var forced = 0
+        if !inTime {
+            let left = connections.all
+            forced = left.count
+            logger.warning("drain deadline passed; closing the connections left", metadata: ["connections": "\(forced)"])
+            for connection in left { connection.close(promise: nil) }
+            try? await connections.whenEmpty(on: loop).get()
+        }
+        // Stream leases released by the closed SSE streams reach Redis before its connections close.
+        if let redis { try? await redis.settle().get() }
+        redis?.shutdown()
+        try? await group.shutdownGracefully()
+        logger.notice("drained", metadata: ["connections": "\(open.count)", "forced": "\(forced)"])
+        return DrainResult(connections: open.count, forced: forced)
     }
 
     public func shutdown() async throws {

@@ -14,6 +14,7 @@ final class HubSession: WebSocketApplication, EventSink {
     private var ageLimit: Scheduled<Void>?
     private var tokenTimers: [Scheduled<Void>] = []
     private var backlog = OutboundBacklog()
+    private var opened = false
 
     init(server: ServerContext, resources: LoopResources, principal: Principal?) {
         self.server = server
@@ -23,6 +24,8 @@ final class HubSession: WebSocketApplication, EventSink {
 
     func didOpen(_ socket: WebSocketHandler) {
         self.socket = socket
+        opened = true
+        server.metrics.connections(.webSocket).increment()
         armHeartbeat()
         if let principal { scheduleTokenTimers(principal) }
         // Connections do not live forever: after the maximum age the client reconnects and resumes with `since`.
@@ -44,6 +47,8 @@ final class HubSession: WebSocketApplication, EventSink {
     }
 
     func didClose(_ socket: WebSocketHandler) {
+        if opened { server.metrics.connections(.webSocket).decrement() }
+        opened = false
         backlog.removeAll()
         heartbeat?.cancel()
         ageLimit?.cancel()
@@ -66,8 +71,14 @@ final class HubSession: WebSocketApplication, EventSink {
         backlog.append(event, subscription: subscription, live: !replay, bytes: frame.readableBytes)
         if backlog.liveBytes > server.configuration.outboundBudget / 2 || backlog.count > OutboundBacklog.maxEntries {
             backlog.removeAll()
+            server.metrics.slowConsumerDisconnects(.webSocket).increment()
             socket.closeSlowConsumer()
         }
+    }
+
+    /// Rolling restart: 1012 (Service Restart) tells the client to reconnect, to any hub, and resume with `since`.
+    func drain(_ socket: WebSocketHandler) {
+        socket.close(code: .serviceRestart, reason: "hub restarting: reconnect and resume with since")
     }
 
     /// Ops are read only as fast as their replies are read.

@@ -15,9 +15,9 @@ final class LoopResources: @unchecked Sendable {
     /// Deflaters by window size: a connection's frames must use a window no larger than it agreed to.
     private var deflaters: [Int: Deflater] = [:]
 
-    init(eventLoop: EventLoop) {
+    init(eventLoop: EventLoop, metrics: HubMetrics) {
         self.eventLoop = eventLoop
-        self.router = LoopRouter(eventLoop: eventLoop)
+        self.router = LoopRouter(eventLoop: eventLoop, metrics: metrics)
     }
 
     func deflater(windowBits: Int) -> Deflater {
@@ -32,10 +32,10 @@ final class LoopResources: @unchecked Sendable {
 struct LoopResourceTable: Sendable {
     private let table: [ObjectIdentifier: LoopResources]
 
-    init(group: EventLoopGroup) {
+    init(group: EventLoopGroup, metrics: HubMetrics) {
         var table: [ObjectIdentifier: LoopResources] = [:]
         for loop in group.makeIterator() {
-            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop)
+            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop, metrics: metrics)
         }
         self.table = table
     }

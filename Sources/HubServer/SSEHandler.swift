@@ -26,6 +26,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var scheduled: Scheduled<Void>?
     private var flushPending = false
     private var finished = false
+    private var started = false
     private var lastSeq: UInt64 = 0
     private var backlog = OutboundBacklog()
 
@@ -62,6 +63,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw bytes.
     func start() {
         guard let context else { return }
+        started = true
+        server.metrics.connections(.sse).increment()
         var start = responseHead()
         SSEEncoder.writeRetry(into: &start, milliseconds: server.configuration.sseRetryMilliseconds)
         context.write(wrapOutboundOut(start), promise: nil)
@@ -132,6 +135,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         backlog.append(event, subscription: subscription, live: !replay, bytes: event.sse.readableBytes)
         if backlog.liveBytes > server.configuration.outboundBudget / 2 || backlog.count > OutboundBacklog.maxEntries {
             server.logger.info("closing slow SSE consumer", metadata: ["workspace": "\(topic.workspace)"])
+            server.metrics.slowConsumerDisconnects(.sse).increment()
             backlog.removeAll()
             finish()
             context.close(promise: nil)
@@ -157,17 +161,10 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 context.write(wrapOutboundOut(Self.heartbeatComment), promise: nil)
                 scheduleFlush(context: context)
             case .expire:
-                // The stream's age limit (or the token's expiry): tell the client where to resume, then end.
-                var buffer = context.channel.allocator.buffer(capacity: 96)
+                // The stream's age limit (or the token's expiry).
                 let reason = timer.maxAge < nanoseconds(server.configuration.maxConnectionAgeSeconds)
                     ? "token_expired" : "max_connection_age"
-                let data = JSON.object([("reason", .string(reason)), ("last_event_id", .number(Double(lastSeq)))]).serialized
-                try! SSEEncoder.writeEvent(into: &buffer, event: "reconnect", data: data)
-                finish()
-                context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
-                    context.close(promise: nil)
-                }
-                return
+                return endWithReconnect(reason: reason)
             }
         }
         if let next {
@@ -175,6 +172,24 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 tick()
             }
         }
+    }
+
+    /// Tells the client where to resume (`reconnect` with `last_event_id`), then ends the stream once that is written.
+    private func endWithReconnect(reason: String) {
+        guard let context, !finished else { return }
+        // `lastSeq` is the last event written: events still waiting in the backlog are replayed after the reconnection.
+        var buffer = context.channel.allocator.buffer(capacity: 96)
+        let data = JSON.object([("reason", .string(reason)), ("last_event_id", .number(Double(lastSeq)))]).serialized
+        try! SSEEncoder.writeEvent(into: &buffer, event: "reconnect", data: data)
+        finish()
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
+        endWithReconnect(reason: "draining")
     }
 
     private static let heartbeatComment: ByteBuffer = {
@@ -187,6 +202,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private func finish() {
         guard !finished else { return }
         finished = true
+        if started { server.metrics.connections(.sse).decrement() }
         backlog.removeAll()
         scheduled?.cancel()
         if let subscription { resources.router.unsubscribe(subscription, broker: server.broker) }

@@ -62,6 +62,9 @@ public struct ServerConfiguration: Sendable {
     public var maxEventsPerExecution = 1000
     public var maxEventsTotal = 100_000
 
+    /// Seconds a drain (SIGTERM) waits for watchers to leave before it closes what is left.
+    public var drainTimeoutSeconds = 25.0
+
     /// Redis that makes many hubs one (`--redis`); nil runs the embedded in-process broker.
     public var redis: RedisConfiguration?
 
@@ -135,6 +138,7 @@ public struct ServerConfiguration: Sendable {
         try require(maxEventsTotal >= maxEventsPerExecution, "max-events-total", "must be at least max-events-per-execution")
         try require(demoIntervalSeconds >= 1, "demo-interval", "must be at least 1 second")
         try require(demoSpeed > 0, "demo-speed", "must be more than 0")
+        try require(drainTimeoutSeconds > 0, "drain-timeout", "must be more than 0 seconds")
         try require(echoMaxMessageSize >= 125, "echo-max-message-size", "must be at least 125 bytes")
         if let redis {
             do {

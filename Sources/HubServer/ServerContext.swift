@@ -11,6 +11,7 @@ enum Route: Equatable {
     case echo
     case health
     case ready
+    case metrics
     case webSocket
     case ingest
     case stream(TopicKey)
@@ -19,6 +20,11 @@ enum Route: Equatable {
     case demoExecutions
 
     var isWebSocket: Bool { self == .echo || self == .webSocket }
+    /// A WebSocket or an SSE stream: what a draining hub no longer opens.
+    var opensConnection: Bool {
+        if case .stream = self { return true }
+        return isWebSocket
+    }
 }
 
 /// What every connection of a server shares; immutable after start (the broker and limiter lock inside).
@@ -32,6 +38,10 @@ struct ServerContext: Sendable {
     let engine: EngineSignature
     let staticFiles: StaticFiles
     let demo: DemoRunner?
+    let metrics: HubMetrics
+    /// The Prometheus text of every metric, for `/metrics`.
+    let exposition: @Sendable () -> [UInt8]
+    let state: ServerState
     var ingestDecoder: IngestDecoder {
         var d = IngestDecoder()
         d.outputPreviewBytes = configuration.outputPreviewBytes
@@ -46,6 +56,7 @@ struct ServerContext: Sendable {
         case "/ws/echo": return configuration.echo ? .echo : nil
         case "/healthz": return .health
         case "/readyz": return .ready
+        case "/metrics": return .metrics
         case "/v1/ws": return configuration.webSocketEnabled ? .webSocket : nil
         case "/demo/session": return demo != nil ? .demoSession : nil
         case "/demo/executions": return demo != nil ? .demoExecutions : nil

@@ -14,6 +14,8 @@ protocol WebSocketApplication: AnyObject {
     /// Whether to stop reading from a peer while its channel is over the water mark, so a peer that sends
     /// requests but does not read the replies cannot make the hub queue without bound.
     var holdsReadsWhenUnwritable: Bool { get }
+    /// The hub is draining: end the connection in a way the client reconnects from (elsewhere).
+    func drain(_ socket: WebSocketHandler)
 }
 
 /// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
@@ -119,6 +121,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.read()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
+        if !closed && !outputClosed { application.drain(self) }
     }
 
     func read(context: ChannelHandlerContext) {

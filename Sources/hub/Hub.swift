@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import ArgumentParser
 import HubRedis
 import HubServer
@@ -44,11 +49,16 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the hub.",
         discussion: """
-            Every option can also be set with the environment variable named in its help; a flag wins over the \
-            environment, which wins over the default.
+            Every option can also be set with the environment variable named in its help, or in a config file \
+            (--config) as `name = value` with the option's name. A flag wins over the environment, which wins over \
+            the file, which wins over the default. Every setting is checked at start-up; a bad one stops the hub with \
+            a message that names it. SIGTERM (or SIGINT) drains the hub: it stops accepting, asks watchers to \
+            reconnect elsewhere, and exits 0 once they have gone or --drain-timeout has passed.
             """
     )
 
+    @Option(help: ArgumentHelp("Config file of `name = value` lines; flags and HUB_* variables win over it (HUB_CONFIG).",
+        valueName: "file")) var config: String?
     @Option(help: "Address to listen on (HUB_HOST; default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on; 0 picks a free one (HUB_PORT; default 8080).") var port: Int?
     @Option(help: "Event loop threads; 0 means one per core (HUB_THREADS; default 0).") var threads: Int?
@@ -107,8 +117,43 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Message limit on /ws/echo, bytes (HUB_ECHO_MAX_MESSAGE_SIZE; default 20971520).") var echoMaxMessageSize: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (HUB_LOG_LEVEL; default info).")
     var logLevel: String?
+    @Option(help: "Log format on standard error: text, or json for one JSON object per line (HUB_LOG_FORMAT; default text).")
+    var logFormat: String?
+    @Option(help: "Seconds a drain (SIGTERM) waits for watchers to leave before closing the rest (HUB_DRAIN_TIMEOUT; default 25).")
+    var drainTimeout: Double?
 
-    func configuration() throws -> ServerConfiguration {
+    /// Names a config file may set: every option above but --config itself.
+    static let fileNames: Set<String> = Set([
+        "HUB_HOST", "HUB_PORT", "HUB_THREADS", "HUB_MAX_FRAME_SIZE", "HUB_MAX_MESSAGE_SIZE", "HUB_MAX_HEADER_BYTES",
+        "HUB_REQUEST_TIMEOUT", "HUB_HEARTBEAT", "HUB_PONG_TIMEOUT", "HUB_CLOSE_TIMEOUT", "HUB_OUTBOUND_BUDGET",
+        "HUB_RECEIVE_BUFFER", "HUB_DEFLATE", "HUB_DEFLATE_WINDOW_BITS", "HUB_TOKEN_SECRET", "HUB_ENGINE_SECRET",
+        "HUB_ENGINE_CLOCK_SKEW", "HUB_MAX_INGEST_BYTES", "HUB_ALLOWED_ORIGINS", "HUB_OUTPUT_PREVIEW_BYTES",
+        "HUB_MAX_SUBSCRIPTIONS", "HUB_MAX_SSE_PER_WORKSPACE", "HUB_MAX_CONNECTION_AGE", "HUB_SSE_RETRY", "HUB_HISTORY_TTL",
+        "HUB_MAX_EVENTS_PER_EXECUTION", "HUB_MAX_EVENTS_TOTAL", "HUB_REDIS_URL", "HUB_REDIS_PASSWORD", "HUB_REDIS_DB",
+        "HUB_REDIS_PREFIX", "HUB_REDIS_TIMEOUT", "HUB_LEASE_TTL", "HUB_WEBSOCKET", "HUB_DEMO", "HUB_DEMO_INTERVAL",
+        "HUB_DEMO_SPEED", "HUB_WEB_ROOT", "HUB_ECHO", "HUB_ECHO_MAX_MESSAGE_SIZE", "HUB_LOG_LEVEL", "HUB_LOG_FORMAT",
+        "HUB_DRAIN_TIMEOUT",
+    ].map(SettingSources.fileName(env:)))
+
+    enum LogFormat: String {
+        case text, json
+    }
+
+    /// Everything `run` needs, resolved from flags, environment and file, and validated.
+    struct Resolved {
+        var server: ServerConfiguration
+        var logLevel: Logger.Level
+        var logFormat: LogFormat
+    }
+
+    func resolve() throws -> Resolved {
+        var sources = SettingSources(file: nil)
+        if let path = config ?? Environment.value("HUB_CONFIG") {
+            sources = SettingSources(file: try ConfigFile.load(path: path, knownNames: Self.fileNames))
+        }
+        func setting<T>(_ flag: T?, env: String, parse: (String) -> T?) throws -> T? {
+            try sources.value(flag, env: env, parse: parse)
+        }
         var c = ServerConfiguration()
         if let v = try setting(host, env: "HUB_HOST", parse: { $0 }) { c.host = v }
         if let v = try setting(port, env: "HUB_PORT", parse: { Int($0) }) { c.port = v }
@@ -159,25 +204,43 @@ struct Serve: AsyncParsableCommand {
         if let v = try setting(webRoot, env: "HUB_WEB_ROOT", parse: { $0 }) { c.webRoot = v }
         if let v = try setting(echo ? true : nil, env: "HUB_ECHO", parse: parseBool) { c.echo = v }
         if let v = try setting(echoMaxMessageSize, env: "HUB_ECHO_MAX_MESSAGE_SIZE", parse: { Int($0) }) { c.echoMaxMessageSize = v }
+        if let v = try setting(drainTimeout, env: "HUB_DRAIN_TIMEOUT", parse: { Double($0) }) { c.drainTimeoutSeconds = v }
         do {
             try c.validate()
         } catch {
             throw ValidationError(error.description)
         }
-        return c
+        let levelName = try setting(logLevel, env: "HUB_LOG_LEVEL", parse: { $0 }) ?? "info"
+        guard let level = Logger.Level(rawValue: levelName.lowercased()) else {
+            throw ValidationError("invalid setting log-level: '\(levelName)' is not one of trace, debug, info, notice, warning, error, critical")
+        }
+        let formatName = try setting(logFormat, env: "HUB_LOG_FORMAT", parse: { $0 }) ?? "text"
+        guard let format = LogFormat(rawValue: formatName.lowercased()) else {
+            throw ValidationError("invalid setting log-format: '\(formatName)' is not text or json")
+        }
+        return Resolved(server: c, logLevel: level, logFormat: format)
     }
 
     func run() async throws {
-        let config = try configuration()
-        let levelName = try setting(logLevel, env: "HUB_LOG_LEVEL", parse: { $0 }) ?? "info"
-        guard let level = Logger.Level(rawValue: levelName.lowercased()) else {
-            throw ValidationError("log level '\(levelName)' is not one of trace, debug, info, notice, warning, error, critical")
+        let resolved = try resolve()
+        let config = resolved.server
+        let level = resolved.logLevel
+        switch resolved.logFormat {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { label in
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        // Signals are caught before the listener opens, so a SIGTERM right after start-up drains too.
+        let signals = SignalWaiter([SIGTERM, SIGINT])
         let logger = Logger(label: "hub")
         let server: HubServer
         do {
@@ -190,6 +253,16 @@ struct Serve: AsyncParsableCommand {
         // Tests and scripts read this line to learn the port.
         print("hub listening on \(config.host):\(server.port)")
         flushStandardOutput()
-        try await server.waitUntilClosed()
+        let signal = await signals.next()
+        logger.notice("signal received: draining", metadata: ["signal": "\(signal == SIGINT ? "SIGINT" : "SIGTERM")",
+            "deadline_s": "\(config.drainTimeoutSeconds)"])
+        // A second signal ends the drain at once.
+        Task {
+            _ = await signals.next()
+            logger.warning("second signal: exiting without waiting for the drain")
+            Glibc.exit(1)
+        }
+        let result = await server.drain(timeout: config.drainTimeoutSeconds)
+        logger.notice("exiting", metadata: ["connections": "\(result.connections)", "forced": "\(result.forced)"])
     }
 }

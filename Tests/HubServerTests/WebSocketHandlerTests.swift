@@ -20,7 +20,7 @@ final class WebSocketHandlerTests: XCTestCase {
                 pongTimeout: 10 * second, closeTimeout: 5 * second),
             deflate: nil, now: Int64(loop.now.uptimeNanoseconds))
         let loop = self.loop!
-        let handler = WebSocketHandler(connection: connection, resources: LoopResources(eventLoop: loop),
+        let handler = WebSocketHandler(connection: connection, resources: LoopResources(eventLoop: loop, metrics: .none),
             application: EchoApplication(), logger: Logger(label: "test"), clock: { Int64(loop.now.uptimeNanoseconds) })
         XCTAssertNoThrow(try channel.pipeline.syncOperations.addHandler(handler))
         XCTAssertNoThrow(try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait())

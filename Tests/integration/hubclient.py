@@ -332,3 +332,31 @@ class Watcher:
 
 def strip_type(msg):
     return {k: v for k, v in msg.items() if k != "type"}
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+def scrape(hub):
+    """GET /metrics, parsed: {"name" or "name{label=value,...}": float}. Checks the content type and that every
+    sample line belongs to a declared metric family."""
+    status, headers, body = request(hub, "GET", "/metrics")
+    assert status == 200, (status, body)
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples, families = {}, set()
+    for line in body.decode().splitlines():
+        if line.startswith("# TYPE "):
+            families.add(line.split()[2])
+            continue
+        if not line or line.startswith("#"):
+            continue
+        key, value = line.rsplit(" ", 1)
+        name = key.split("{", 1)[0]
+        family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        assert name in families or family in families, f"sample without a TYPE line: {line}"
+        samples[key.replace('"', "")] = float(value)
+    return samples
+
+
+def metric_deltas(before, after):
+    """The samples that changed between two scrapes, as after - before."""
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}

@@ -210,6 +210,9 @@ def test_events_published_while_the_pubsub_connection_is_down_are_backfilled(hub
             ingest(a, [hc.log_event("run-8", k) for k in range(i, i + 4)])
     assert_received_exactly(65, watchers, sse)
     eventually(lambda: numsub() == "2", what="both hubs subscribed again")
+    # Each hub's pub/sub connection came back three times; its command connection never dropped.
+    for hub in (a, b):
+        assert hc.scrape(hub)["hub_redis_reconnects_total"] == 3
 
 
 def test_a_hung_redis_times_out_and_a_waiting_subscription_completes_after(hub_factory, redis_server):

@@ -780,6 +780,9 @@ def run_slow_consumer(hub_factory):
 def test_slow_subscriber_is_closed_1013_while_a_fast_one_gets_everything(hub_factory):
     hub, token, messages, total, got, code, reason = run_slow_consumer(hub_factory)
     assert (code, reason) == (1013, "slow consumer: outbound budget exceeded")
+    metrics = hc.scrape(hub)
+    assert metrics["hub_slow_consumer_disconnects_total{transport=websocket}"] == 1
+    assert metrics["hub_slow_consumer_disconnects_total{transport=sse}"] == 0
     assert all(m["type"] == "event" for m in got)
     assert 0 < len(got) < total
     assert [m["seq"] for m in got] == list(range(1, len(got) + 1))

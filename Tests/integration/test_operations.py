@@ -1,0 +1,261 @@
+"""Operating the hub: /metrics, /healthz and /readyz, the config file and its precedence, start-up validation, and
+JSON logs. Waits are blocking reads with timeouts; what the hub updates on its own is polled with a deadline."""
+import json
+import re
+import subprocess
+import time
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+import hubclient as hc
+from conftest import HUB_BIN, Hub, collect_stderr
+from hubclient import Watcher, ingest, metric_deltas, mint, open_live_sse, open_sse, scrape
+
+W = hc.SECRET_ARGS
+
+
+def eventually(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s (last: {value!r})")
+        time.sleep(0.05)
+    return value
+
+
+# --- /metrics ------------------------------------------------------------------------------------------------------
+
+def test_metrics_move_by_the_expected_amounts_during_a_stream(hub_factory):
+    # One event loop: the ingest-to-write histogram then gets exactly one sample per live event.
+    hub = hub_factory(*W, "--threads", "1", "--allowed-origin", "https://app.example")
+    token = mint(["w1"])
+    before = scrape(hub)
+    assert before["hub_open_connections{transport=websocket}"] == 0
+    assert before["hub_open_connections{transport=sse}"] == 0
+
+    ingest(hub, [hc.log_event("m-1", i) for i in range(2)])
+    watcher = Watcher(hub, token)
+    watcher.subscribe("w1", "m-1", since=0, expect_seq=2)
+    assert [e["seq"] for e in watcher.events(2)] == [1, 2]  # replayed
+    sse = open_live_sse(hub, "w1", "m-1", token)
+    during = scrape(hub)
+    assert during["hub_open_connections{transport=websocket}"] == 1
+    assert during["hub_open_connections{transport=sse}"] == 1
+    assert during["hub_subscriptions"] == 2
+
+    ingest(hub, [hc.log_event("m-1", i) for i in range(2, 5)])
+    keyed = hc.log_event("m-1", 5)
+    keyed["idempotency_key"] = "retry-me"
+    assert ingest(hub, keyed)[0]["duplicate"] is False
+    assert ingest(hub, keyed)[0]["duplicate"] is True
+    assert [e["seq"] for e in watcher.events(4)] == [3, 4, 5, 6]
+    assert [sse.next_message()["json"]["seq"] for _ in range(4)] == [3, 4, 5, 6]
+
+    # Refusals, one of each kind a watcher can meet here.
+    with pytest.raises(InvalidStatus):
+        Watcher(hub, "not-a-token")
+    for headers, query in (({"Origin": "https://evil.example"}, f"access_token={token}"), ({}, ""),
+                           ({}, f"access_token={mint(['w2'])}")):
+        s = open_sse(hub, "w1", "m-1", query=query, headers=headers)
+        assert s.status in (401, 403)
+        s.close()
+
+    watcher.close()
+    sse.close()
+    eventually(lambda: scrape(hub)["hub_open_connections{transport=sse}"] == 0
+               and scrape(hub)["hub_open_connections{transport=websocket}"] == 0, what="connections closed")
+    after = scrape(hub)
+    deltas = metric_deltas(before, after)
+    histogram = {k: deltas.pop(k) for k in list(deltas) if k.startswith("hub_ingest_to_write_seconds")}
+    assert deltas == {
+        "hub_events_ingested_total": 6,
+        "hub_events_duplicate_total": 1,
+        # 2 replayed to the WebSocket, then 4 live events to both watchers.
+        "hub_events_delivered_total": 2 + 4 * 2,
+        "hub_replays_total": 1,
+        "hub_connections_refused_total{reason=invalid_token}": 1,
+        "hub_connections_refused_total{reason=origin_not_allowed}": 1,
+        "hub_connections_refused_total{reason=unauthenticated}": 1,
+        "hub_connections_refused_total{reason=forbidden}": 1,
+    }
+    # One sample per live event on the one loop (replays are not samples); a loopback fan-out takes under a second.
+    assert histogram["hub_ingest_to_write_seconds_count"] == 4
+    assert histogram["hub_ingest_to_write_seconds_bucket{le=+Inf}"] == 4
+    assert histogram["hub_ingest_to_write_seconds_bucket{le=1.0}"] == 4
+    assert 0 < histogram["hub_ingest_to_write_seconds_sum"] < 4.0
+    buckets = [after[k] for k in after if k.startswith("hub_ingest_to_write_seconds_bucket")]
+    assert buckets == sorted(buckets) and len(buckets) == 16
+    assert after["hub_subscriptions"] == 0
+
+
+def test_truncated_replay_and_the_sse_cap_are_counted(hub_factory):
+    hub = hub_factory(*W, "--max-events-per-execution", "3", "--max-sse-per-workspace", "1")
+    token = mint(["w1"])
+    ingest(hub, [hc.log_event("m-2", i) for i in range(5)])
+    before = scrape(hub)
+    watcher = Watcher(hub, token)
+    watcher.subscribe("w1", "m-2", since=0, expect_seq=5)
+    assert watcher.recv()["type"] == "replay.truncated"
+    assert [e["seq"] for e in watcher.events(3)] == [3, 4, 5]
+    first = open_live_sse(hub, "w1", "m-2", token)
+    second = open_sse(hub, "w1", "m-2", token)
+    assert second.status == 429
+    second.close()
+    deltas = metric_deltas(before, scrape(hub))
+    assert deltas == {
+        "hub_replays_total": 1,
+        "hub_replays_truncated_total": 1,
+        "hub_events_delivered_total": 3,
+        "hub_subscriptions": 2,
+        "hub_open_connections{transport=websocket}": 1,
+        "hub_open_connections{transport=sse}": 1,
+        "hub_connections_refused_total{reason=too_many_streams}": 1,
+    }
+    first.close()
+    watcher.close()
+
+
+def test_metrics_carry_no_execution_workspace_or_user_label(hub_factory):
+    hub = hub_factory(*W)
+    token = mint(["w-secret"], sub="user-secret")
+    watcher = Watcher(hub, token)
+    watcher.subscribe("w-secret", "exec-secret", expect_seq=0)
+    ingest(hub, hc.log_event("exec-secret", 1, workspace="w-secret"))
+    watcher.events(1)
+    status, _, body = hc.request(hub, "GET", "/metrics")
+    text = body.decode()
+    assert status == 200 and "hub_events_delivered_total 1" in text
+    assert "secret" not in text
+    labels = set(re.findall(r"\{([a-z_]+)=", text))
+    assert labels == {"transport", "reason", "le"}
+    watcher.close()
+
+
+def test_healthz_and_readyz(hub_factory):
+    hub = hub_factory(*W)
+    status, headers, body = hc.request(hub, "GET", "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    status, headers, body = hc.request(hub, "GET", "/readyz")
+    assert (status, json.loads(body)) == (200, {"status": "ready", "broker": "embedded"})
+    status, headers, body = hc.request(hub, "POST", "/metrics", body=b"")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+
+
+# --- configuration -------------------------------------------------------------------------------------------------
+
+def serve(*args, env=None, timeout=20):
+    """Runs `hub serve` expecting it to refuse to start; returns (exit code, stderr)."""
+    proc = subprocess.run([HUB_BIN, "serve", "--port", "0", *args], capture_output=True, text=True, timeout=timeout,
+                          env={"PATH": "/usr/bin:/bin", **(env or {})})
+    assert "hub listening" not in proc.stdout
+    return proc.returncode, proc.stderr
+
+
+def sse_cap(hub, token):
+    """How many SSE streams of one workspace this hub accepts (the 429 message names the cap)."""
+    s = open_sse(hub, "w1", "e1", token)
+    opened = [s]
+    while s.status == 200:
+        s = open_sse(hub, "w1", "e1", token)
+        opened.append(s)
+    assert s.status == 429
+    message = hc.error_body(s.read_body(), "too_many_streams")["message"]
+    for stream in opened:
+        stream.close()
+    return len(opened) - 1, message
+
+
+def test_config_file_then_environment_then_flag(hub_factory, tmp_path):
+    config = tmp_path / "hub.conf"
+    config.write_text('# the hub\n\nmax-sse-per-workspace = 1\nheartbeat = "7"\nallowed-origin = https://a.example, '
+                      'https://b.example\n')
+    token = mint(["w1"])
+    hub = hub_factory(*W, "--config", str(config))
+    assert sse_cap(hub, token) == (1, "workspace w1 already has 1 open streams")
+    for origin in ("https://a.example", "https://b.example"):
+        Watcher(hub, token, origin=origin).close()
+    with pytest.raises(InvalidStatus) as refused:
+        Watcher(hub, token, origin="https://c.example")
+    assert refused.value.response.status_code == 403
+    # The environment wins over the file, and a flag over both.
+    hub = hub_factory(*W, "--config", str(config), env={"HUB_MAX_SSE_PER_WORKSPACE": "2"})
+    assert sse_cap(hub, token)[0] == 2
+    hub = hub_factory(*W, "--config", str(config), "--max-sse-per-workspace", "3",
+                      env={"HUB_MAX_SSE_PER_WORKSPACE": "2"})
+    assert sse_cap(hub, token)[0] == 3
+    # HUB_CONFIG names the file too.
+    hub = hub_factory(*W, env={"HUB_CONFIG": str(config)})
+    assert sse_cap(hub, token)[0] == 1
+
+
+def test_bad_settings_stop_the_hub_with_a_message_that_names_them(tmp_path):
+    config = tmp_path / "hub.conf"
+    cases = [
+        ("port = 8080\nprot = 8081\n", f"config file {config} line 2: unknown setting 'prot'"),
+        ("heartbeat = soon\n", f"config file {config} line 1: heartbeat = 'soon' is not a valid value"),
+        ("heartbeat = -1\n", "invalid setting heartbeat: must be 0 (off) or more seconds"),
+        ("port = 1\nport = 2\n", f"config file {config} line 2: 'port' is already set on line 1"),
+        ("just words\n", f"config file {config} line 1: expected name = value"),
+        ("drain-timeout = 0\n", "invalid setting drain-timeout: must be more than 0 seconds"),
+        ("log-format = xml\n", "invalid setting log-format: 'xml' is not text or json"),
+        ("deflate = maybe\n", f"config file {config} line 1: deflate = 'maybe' is not a valid value"),
+    ]
+    for text, message in cases:
+        config.write_text(text)
+        code, err = serve("--config", str(config))
+        assert code == 64, (text, err)
+        assert f"Error: {message}" in err, (text, err)
+    code, err = serve("--config", str(tmp_path / "missing.conf"))
+    assert code == 64 and f"config file {tmp_path}/missing.conf cannot be read: No such file or directory" in err
+    code, err = serve(env={"HUB_DRAIN_TIMEOUT": "later"})
+    assert code == 64 and "environment variable HUB_DRAIN_TIMEOUT='later' is not a valid value" in err
+    code, err = serve("--max-connection-age", "0")
+    assert code == 64 and "invalid setting max-connection-age: must be more than 0 seconds" in err
+
+
+def test_a_taken_port_is_one_clear_line_and_exit_2(hub_factory):
+    hub = hub_factory(*W)
+    proc = subprocess.run([HUB_BIN, "serve", "--port", str(hub.port), *W], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
+    assert f"cannot start: cannot listen on 127.0.0.1:{hub.port}: address already in use" in proc.stderr
+
+
+def test_every_serve_option_can_be_set_in_the_config_file(tmp_path):
+    """The file knows every option `hub serve --help` lists (but --config itself), so none drifts out of it."""
+    help_text = subprocess.run([HUB_BIN, "serve", "--help"], capture_output=True, text=True, timeout=20).stdout
+    names = sorted(set(re.findall(r"^\s+--([a-z][a-z0-9-]+)", help_text, re.M)) - {"config", "help"})
+    assert len(names) >= 40 and "drain-timeout" in names and "log-format" in names
+    config = tmp_path / "hub.conf"
+    for name in names:
+        # The file is read (a bad value is refused as a value, not as a name), then --threads -1 stops the hub.
+        config.write_text(f"{name} = \x01\n")
+        code, err = serve("--config", str(config), "--threads", "-1")
+        assert code == 64, (name, err)
+        assert "unknown setting" not in err, (name, err)
+    config.write_text("no-such-option = 1\n")
+    assert "unknown setting 'no-such-option'" in serve("--config", str(config))[1]
+
+
+# --- logs ----------------------------------------------------------------------------------------------------------
+
+def test_json_logs_are_one_object_per_line_without_tokens(tmp_path):
+    hub = Hub(*W, "--log-format", "json", "--log-level", "info")
+    lines = collect_stderr(hub)
+    token = mint(["w1"])
+    watcher = Watcher(hub, token)
+    watcher.subscribe("w1", "e1", expect_seq=0)
+    opened = lines.wait_for(lambda l: "websocket open" in l)
+    watcher.close()
+    hub.stop()
+    assert hub.proc.returncode == 0
+    assert lines.wait_for(lambda l: '"exiting"' in l)
+    records = [json.loads(line) for line in lines.lines]
+    for record in records:
+        assert list(record)[:4] == ["time", "level", "logger", "message"], record
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), record
+        assert record["level"] in ("trace", "debug", "info", "notice", "warning", "error", "critical")
+    open_record = json.loads(opened[0])
+    assert open_record["path"] == "/v1/ws?…" and open_record["level"] == "info"
+    assert [r["message"] for r in records if r["level"] == "notice"][-1] == "exiting"
+    assert all(token not in line for line in lines.lines)
