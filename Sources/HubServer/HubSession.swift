@@ -71,8 +71,7 @@ final class HubSession: WebSocketApplication, EventSink {
         backlog.append(event, subscription: subscription, live: !replay, bytes: frame.readableBytes)
         if backlog.liveBytes > server.configuration.outboundBudget / 2 || backlog.count > OutboundBacklog.maxEntries {
             backlog.removeAll()
-            server.metrics.slowConsumerDisconnects(.webSocket).increment()
-            socket.closeSlowConsumer()
+            if socket.closeSlowConsumer() { server.metrics.slowConsumerDisconnects(.webSocket).increment() }
         }
     }
 

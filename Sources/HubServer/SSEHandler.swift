@@ -127,6 +127,9 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         if backlog.isEmpty && context.channel.isWritable {
             lastSeq = event.seq
             context.write(wrapOutboundOut(event.sse), promise: nil)
+            // A burst that fills the budget within one tick goes to the kernel at once: only bytes the kernel will
+            // not take count against the reader as slow.
+            if !context.channel.isWritable { context.flush() }
             scheduleFlush(context: context)
             return
         }

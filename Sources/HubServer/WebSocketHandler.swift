@@ -142,10 +142,13 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Closes a consumer that does not read fast enough. Nothing more is queued for it: the close frame goes behind
     /// what is already queued, so a peer that reads again within the close timeout receives everything up to it and
     /// the reason; otherwise TCP is closed at the deadline. It resumes from history when it reconnects.
-    func closeSlowConsumer() {
-        guard !closed, !outputClosed else { return }
+    /// Returns false when the connection was already closing (nothing new happened).
+    @discardableResult
+    func closeSlowConsumer() -> Bool {
+        guard !closed, !outputClosed else { return false }
         logger.info("closing slow consumer", metadata: ["budget": "\(context?.channel.outboundBudget ?? 0)"])
         close(code: .tryAgainLater, reason: "slow consumer: outbound budget exceeded")
+        return true
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -159,7 +162,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func write(frame: ByteBuffer) {
         guard let context, !outputClosed else { return }
         context.write(wrapOutboundOut(frame), promise: nil)
+        flushEarlyIfOverBudget(context: context)
         scheduleFlush(context: context)
+    }
+
+    /// A burst that fills the channel's budget within one tick goes to the kernel at once instead of waiting for the
+    /// end of the tick: only bytes the kernel will not take count against a reader as slow.
+    private func flushEarlyIfOverBudget(context: ChannelHandlerContext) {
+        if !context.channel.isWritable { context.flush() }
     }
 
     /// Encodes and writes one message, compressed when permessage-deflate is in use.

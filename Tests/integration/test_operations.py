@@ -2,6 +2,7 @@
 JSON logs. Waits are blocking reads with timeouts; what the hub updates on its own is polled with a deadline."""
 import json
 import re
+import socket
 import subprocess
 import time
 
@@ -259,3 +260,55 @@ def test_json_logs_are_one_object_per_line_without_tokens(tmp_path):
     assert open_record["path"] == "/v1/ws?…" and open_record["level"] == "info"
     assert [r["message"] for r in records if r["level"] == "notice"][-1] == "exiting"
     assert all(token not in line for line in lines.lines)
+
+
+def test_a_slow_sse_reader_is_cut_off_once_and_counted(hub_factory):
+    """An SSE reader with a tiny receive buffer that never reads: once the kernel holds all it will and the budget is
+    full too, the hub ends the stream, once."""
+    budget = 65536
+    hub = hub_factory(*W, "--outbound-budget", str(budget))
+    token = mint(["w1"])
+    slow = socket.create_connection((hub.host, hub.port), timeout=15)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(f"GET {hc.sse_path('w1', 'firehose')} HTTP/1.1\r\nHost: localhost\r\n"
+                 f"Authorization: Bearer {token}\r\n\r\n".encode())
+    head = b""
+    while b"retry: 3000\n\n" not in head:
+        head += slow.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    message = "x" * 8000
+    for start in range(0, 700, 50):
+        ingest(hub, [hc.node_event("firehose", "step", "node.log", {"level": "debug", "message": message})
+                     for _ in range(start, start + 50)])
+    eventually(lambda: scrape(hub)["hub_open_connections{transport=sse}"] == 0, what="the slow stream ended")
+    metrics = scrape(hub)
+    assert metrics["hub_slow_consumer_disconnects_total{transport=sse}"] == 1
+    assert metrics["hub_slow_consumer_disconnects_total{transport=websocket}"] == 0
+    # Reading at last: what the kernel had taken before the cut, in order from seq 1 (the first 100 KB of it; the
+    # rest crawls through the 4 KB window).
+    body = head
+    while len(body) < 100_000:
+        body += slow.recv(65536)
+    seqs = [int(line[4:]) for line in body.decode().split("\n")[:-1] if line.startswith("id: ")]
+    assert len(seqs) >= 10 and seqs == list(range(1, len(seqs) + 1))
+    slow.close()
+
+
+def test_a_burst_beyond_the_budget_in_one_tick_reaches_fast_readers(hub_factory):
+    """One ingestion batch of 400 KB reaches an SSE stream and an uncompressed WebSocket whose budget is 64 KB: the
+    hub hands the burst to the kernel as the budget fills, so readers that keep up are not taken for slow ones."""
+    hub = hub_factory(*W, "--outbound-budget", "65536")
+    token = mint(["w1"])
+    watcher = Watcher(hub, token, timeout=15, compression=None)
+    watcher.subscribe("w1", "burst", expect_seq=0)
+    sse = open_live_sse(hub, "w1", "burst", token, timeout=15)
+    message = "y" * 8000
+    ingest(hub, [hc.node_event("burst", "step", "node.log", {"level": "debug", "message": message}) for _ in range(50)])
+    assert [e["seq"] for e in watcher.events(50)] == list(range(1, 51))
+    assert [sse.next_message()["json"]["seq"] for _ in range(50)] == list(range(1, 51))
+    metrics = scrape(hub)
+    assert metrics["hub_slow_consumer_disconnects_total{transport=sse}"] == 0
+    assert metrics["hub_slow_consumer_disconnects_total{transport=websocket}"] == 0
+    assert metrics["hub_open_connections{transport=sse}"] == 1
+    watcher.close()
+    sse.close()
