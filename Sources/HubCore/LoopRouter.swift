@@ -79,12 +79,15 @@ public final class LoopRouter: @unchecked Sendable {
             if since != nil, result.truncatedFirstSeq != nil { self.metrics.truncatedReplays.increment() }
             onReady(subscription, result)
             var written = 0
+            // A write may close the sink's connection at once (a failed flush): stop there.
             for event in result.replay where event.seq > subscription.lastSeq {
+                guard subscription.active else { break }
                 subscription.lastSeq = event.seq
                 subscription.sink.write(event, for: subscription, replay: true)
                 written += 1
             }
             for event in held where event.seq > subscription.lastSeq {
+                guard subscription.active else { break }
                 subscription.lastSeq = event.seq
                 subscription.sink.write(event, for: subscription, replay: false)
                 written += 1

@@ -101,8 +101,12 @@ public struct RedisConfiguration: Sendable, Equatable {
     /// Checks every setting; the error names it.
     public func validate() throws(RedisConfiguration.URLError) {
         guard (0...15_000).contains(database) else { throw URLError(message: "redis database must be 0 or more") }
-        guard commandTimeoutSeconds > 0 else { throw URLError(message: "redis-timeout must be more than 0 seconds") }
-        guard leaseTTLSeconds >= 1 else { throw URLError(message: "lease-ttl must be at least 1 second") }
+        guard commandTimeoutSeconds > 0, commandTimeoutSeconds <= 3600 else {
+            throw URLError(message: "redis-timeout must be more than 0 and at most 3600 seconds")
+        }
+        guard leaseTTLSeconds >= 1, leaseTTLSeconds <= 86400 else {
+            throw URLError(message: "lease-ttl must be at least 1 second and at most 86400")
+        }
         guard keyPrefix.utf8.count <= 64 else { throw URLError(message: "redis prefix must be at most 64 bytes") }
     }
 }

@@ -20,6 +20,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Set once a response that ends the connection has been sent; later input is ignored.
     private var done = false
     private var requestTimer: Scheduled<Void>?
+    /// An ingestion request whose events the broker is storing (with Redis, a round trip): not idle.
+    private var publishing = false
+    /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
+    private var lastResponse: EventLoopFuture<Void>?
 
     init(server: ServerContext, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.server = server
@@ -39,11 +43,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
-        // An idle keep-alive connection closes now; one with a request in flight closes after its response.
-        if head == nil && body == nil && !done {
+        // An idle keep-alive connection closes now (once its last response is written); one with a request in
+        // flight closes after its response (`sendRaw` adds `Connection: close` while the hub drains).
+        if head == nil && body == nil && !done && !publishing {
             done = true
             requestTimer?.cancel()
-            context.close(promise: nil)
+            if let lastResponse {
+                lastResponse.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            } else {
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -392,7 +401,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let resources = server.loops.resources(for: context.eventLoop)
+        publishing = true
         server.broker.publish(events, on: context.eventLoop, encoder: resources.encoder).assumeIsolated().whenComplete { result in
+            self.publishing = false
             switch result {
             case .success(let results):
                 let duplicates = results.lazy.filter(\.duplicate).count
@@ -520,7 +531,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 context.close(promise: nil)
             }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            lastResponse = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             armRequestTimer(context: context)
         }
     }

@@ -192,6 +192,11 @@ final class HubSession: WebSocketApplication, EventSink {
                     ("first_seq", .number(Double(first)))]))
             }
         }
+        // The broker may answer at once, and writing that replay may have closed the socket already (a flush that
+        // failed): then `didClose` ran before the subscription was stored, and it is undone here.
+        if !opened, let subscription = subscriptions.removeValue(forKey: topic) {
+            resources.router.unsubscribe(subscription, broker: server.broker)
+        }
     }
 
     private func unsubscribe(_ value: JSON, id: JSON?) {

@@ -27,7 +27,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var flushPending = false
     private var finished = false
     private var started = false
-    private var lastSeq: UInt64 = 0
+    /// The last seq written; until the broker answers, the client's own resume point.
+    private var lastSeq: UInt64
     private var backlog = OutboundBacklog()
 
     init(server: ServerContext, resources: LoopResources, topic: TopicKey, since: UInt64?, principal: Principal,
@@ -39,6 +40,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         self.resources = resources
         self.topic = topic
         self.since = since
+        self.lastSeq = since ?? 0
         self.principal = principal
         self.timer = StreamTimer(now: WebSocketHandler.now(),
             heartbeatInterval: nanoseconds(server.configuration.heartbeatSeconds),
@@ -87,6 +89,12 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 context.write(self.wrapOutboundOut(buffer), promise: nil)
                 self.scheduleFlush(context: context)
             }
+        }
+        // The broker may answer at once, and writing that replay may have closed the connection already (a flush
+        // that failed): then the subscription was made after `finish` and must be undone here.
+        if finished, let subscription {
+            resources.router.unsubscribe(subscription, broker: server.broker)
+            self.subscription = nil
         }
         tick()
     }

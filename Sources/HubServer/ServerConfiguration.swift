@@ -111,6 +111,14 @@ public struct ServerConfiguration: Sendable {
         func require(_ ok: Bool, _ name: String, _ why: String) throws(ConfigurationError) {
             if !ok { throw ConfigurationError(setting: name, message: why) }
         }
+        // Durations become nanosecond counts: each must be a finite number of at most a year.
+        for (name, seconds) in [("request-timeout", requestTimeoutSeconds), ("heartbeat", heartbeatSeconds),
+            ("pong-timeout", pongTimeoutSeconds), ("close-timeout", closeTimeoutSeconds),
+            ("max-connection-age", maxConnectionAgeSeconds), ("history-ttl", historyTTLSeconds),
+            ("drain-timeout", drainTimeoutSeconds), ("demo-interval", demoIntervalSeconds)]
+        {
+            try require(seconds.isFinite && seconds <= 366 * 86400, name, "must be a finite number of seconds, at most a year")
+        }
         try require((0...65535).contains(port), "port", "must be 0...65535")
         try require(threads >= 0, "threads", "must be 0 or more")
         try require(maxFrameSize >= 125, "max-frame-size", "must be at least 125 bytes")

@@ -20,15 +20,16 @@ struct ConfigFile {
     init(path: String, text: String, knownNames: Set<String>) throws {
         self.path = path
         var entries: [String: Entry] = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Lines end with LF, CRLF or CR (in Swift "\r\n" is one Character, so split on every newline).
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = index + 1
-            let content = String(rawLine).trimmingCharacters(in: " ").trimmingCharacters(in: "\t").trimmingCharacters(in: "\r")
+            let content = Self.trimmed(rawLine)
             if content.isEmpty || content.hasPrefix("#") { continue }
             guard let equals = content.firstIndex(of: "=") else {
                 throw ValidationError("config file \(path) line \(line): expected name = value")
             }
-            let name = String(content[..<equals]).trimmingCharacters(in: " ").trimmingCharacters(in: "\t")
-            var value = String(content[content.index(after: equals)...]).trimmingCharacters(in: " ").trimmingCharacters(in: "\t")
+            let name = Self.trimmed(content[..<equals])
+            var value = Self.trimmed(content[content.index(after: equals)...])
             if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
                 value = String(value.dropFirst().dropLast())
             }
@@ -41,6 +42,14 @@ struct ConfigFile {
             entries[name] = Entry(value: value, line: line)
         }
         self.entries = entries
+    }
+
+    /// Without leading and trailing spaces and tabs.
+    private static func trimmed<S: StringProtocol>(_ s: S) -> String {
+        var sub = Substring(s)
+        while let c = sub.first, c == " " || c == "\t" { sub.removeFirst() }
+        while let c = sub.last, c == " " || c == "\t" { sub.removeLast() }
+        return String(sub)
     }
 
     static func load(path: String, knownNames: Set<String>) throws -> ConfigFile {
@@ -75,6 +84,14 @@ struct SettingSources {
         case "HUB_ALLOWED_ORIGINS": return "allowed-origin"
         default: return String(env.dropFirst(4)).lowercased().split(separator: "_").joined(separator: "-")
         }
+    }
+
+    /// Where a setting comes from: 3 a flag, 2 the environment, 1 the file, 0 nowhere (the default).
+    func rank<T>(_ flag: T?, env: String) -> Int {
+        if flag != nil { return 3 }
+        if Environment.value(env) != nil { return 2 }
+        if let file, file.entries[Self.fileName(env: env)] != nil { return 1 }
+        return 0
     }
 
     func value<T>(_ flag: T?, env: String, parse: (String) -> T?) throws -> T? {

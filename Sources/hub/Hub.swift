@@ -190,9 +190,15 @@ struct Serve: AsyncParsableCommand {
             } catch {
                 throw ValidationError(error.message)
             }
-            if let v = try setting(redisPassword, env: "HUB_REDIS_PASSWORD", parse: { $0 }) { r.password = v }
-            if let v = try setting(redisDb, env: "HUB_REDIS_DB", parse: { Int($0) }) { r.database = v }
-            if let v = try setting(redisPrefix, env: "HUB_REDIS_PREFIX", parse: { $0 }) { r.keyPrefix = v }
+            // The password, database and prefix may be in the URL too: a separate setting replaces the URL's part
+            // when it comes from a source that ranks as high as the URL's (or the URL has no such part).
+            let urlRank = sources.rank(redis, env: "HUB_REDIS_URL")
+            if let v = try setting(redisPassword, env: "HUB_REDIS_PASSWORD", parse: { $0 }),
+                r.password == nil || sources.rank(redisPassword, env: "HUB_REDIS_PASSWORD") >= urlRank { r.password = v }
+            if let v = try setting(redisDb, env: "HUB_REDIS_DB", parse: { Int($0) }),
+                r.database == 0 || sources.rank(redisDb, env: "HUB_REDIS_DB") >= urlRank { r.database = v }
+            if let v = try setting(redisPrefix, env: "HUB_REDIS_PREFIX", parse: { $0 }),
+                r.keyPrefix.isEmpty || sources.rank(redisPrefix, env: "HUB_REDIS_PREFIX") >= urlRank { r.keyPrefix = v }
             if let v = try setting(redisTimeout, env: "HUB_REDIS_TIMEOUT", parse: { Double($0) }) { r.commandTimeoutSeconds = v }
             if let v = try setting(leaseTtl, env: "HUB_LEASE_TTL", parse: { Double($0) }) { r.leaseTTLSeconds = v }
             c.redis = r
@@ -260,7 +266,11 @@ struct Serve: AsyncParsableCommand {
         Task {
             _ = await signals.next()
             logger.warning("second signal: exiting without waiting for the drain")
+            #if canImport(Glibc)
             Glibc.exit(1)
+            #else
+            Darwin.exit(1)
+            #endif
         }
         let result = await server.drain(timeout: config.drainTimeoutSeconds)
         logger.notice("exiting", metadata: ["connections": "\(result.connections)", "forced": "\(result.forced)"])

@@ -34,9 +34,16 @@ struct JSONLogHandler: LogHandler {
         for key in merged.keys.sorted() where !reserved.contains(key) {
             fields.append((key, Self.json(merged[key]!)))
         }
-        // One write(2) per line, so lines from several threads never interleave.
+        // One write(2) per line, so lines from several threads do not interleave (up to PIPE_BUF bytes on a pipe);
+        // a short write is finished rather than dropped.
         var line = JSON.object(fields).serialized + "\n"
-        line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+        line.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                if n > 0 { offset += n } else if n < 0 && errno == EINTR { continue } else { break }
+            }
+        }
     }
 
     private static func json(_ value: Logger.MetadataValue) -> JSON {

@@ -17,8 +17,11 @@ final class SignalWaiter: @unchecked Sendable {
         for number in signals {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { [unowned self] in
-                if waiting.isEmpty { received.append(number) } else { waiting.removeFirst().resume(returning: number) }
+            source.setEventHandler { [unowned self, source] in  // the sources live as long as the process
+                // Signals that arrive close together are merged into one event: `data` says how many.
+                for _ in 0..<max(Int(source.data), 1) {
+                    if waiting.isEmpty { received.append(number) } else { waiting.removeFirst().resume(returning: number) }
+                }
             }
             source.resume()
             sources.append(source)

@@ -127,6 +127,32 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(try loop.submit { sink.seqs }.wait(), [1, 2, 3])
     }
 
+    /// A sink whose connection closes while the replay is written (a failed flush closes at once): the router stops
+    /// writing to it there, and the subscription is gone from the table.
+    func testReplayStopsWhenTheSinkClosesMidway() throws {
+        final class ClosingSink: EventSink, @unchecked Sendable {
+            var seqs: [UInt64] = []
+            var onWrite: (Subscription) -> Void = { _ in }
+            func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
+                seqs.append(event.seq)
+                onWrite(subscription)
+            }
+        }
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        _ = try loop.flatSubmit { broker.publish((1...5).map { self.event($0) }, on: loop, encoder: encoder) }.wait()
+        let (seqs, count) = try loop.submit { () -> ([UInt64], Int) in
+            let sink = ClosingSink()
+            sink.onWrite = { subscription in if sink.seqs.count == 2 { router.unsubscribe(subscription, broker: broker) } }
+            _ = router.subscribe(self.topic, since: 0, sink: sink, broker: broker) { _, _ in }
+            return (sink.seqs, router.subscriptionCount)
+        }.wait()
+        XCTAssertEqual(seqs, [1, 2])
+        XCTAssertEqual(count, 0)
+    }
+
     func testTruncatedReplayAndTTL() throws {
         let clock = NIOLockedValueBox<Int64>(0)
         var config = MemoryBroker.Configuration()

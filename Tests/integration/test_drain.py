@@ -144,8 +144,8 @@ def test_drain_deadline_closes_a_peer_that_never_answers_and_still_exits_0(hub_f
     idle_closed = time.monotonic() - started
     assert hub.proc.wait(timeout=15) == 0
     elapsed = time.monotonic() - started
-    assert idle_closed < 1.5
-    assert 1.9 <= elapsed < 6, elapsed
+    assert idle_closed < 1.9  # before the deadline
+    assert 1.9 <= elapsed < 10, elapsed
     assert log.wait_for(lambda l: "drain deadline passed" in l and "connections=1" in l)
     # The deaf peer, reading at last: the close frame 1012, then the end of the connection.
     opcode, payload, _ = deaf.read_frame()
@@ -161,7 +161,7 @@ def test_drain_with_no_connections_exits_at_once_and_sigint_drains_too(hub_facto
     started = time.monotonic()
     hub.proc.send_signal(signal.SIGINT)
     assert hub.proc.wait(timeout=15) == 0
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # far from the 20 s deadline: nothing to wait for
     assert log.wait_for(lambda l: "signal received: draining" in l and "signal=SIGINT" in l)
 
 
@@ -179,3 +179,32 @@ def test_sse_and_websocket_on_the_embedded_broker_get_their_signal(hub_factory):
     assert read_ws_until_closed(w, seqs) == (1012, DRAIN_REASON) and seqs == []
     assert read_sse_until_reconnect(s, seqs) == {"reason": "draining", "last_event_id": 3} and seqs == []
     assert hub.proc.wait(timeout=15) == 0
+
+
+def test_an_ingest_in_flight_when_the_drain_begins_gets_its_answer(hub_factory, redis_server):
+    """Redis holds the hub's write (CLIENT PAUSE … WRITE) while SIGTERM arrives: the engine's request is not cut off;
+    it gets its 202, with Connection: close, and then the hub exits 0."""
+    hub = hub_factory(*W, "--redis", redis_server.url, "--redis-timeout", "30", "--drain-timeout", "20")
+    log = collect_stderr(hub)
+    ingest(hub, hc.log_event("drain-3", 0))
+    assert redis_server.cli("CLIENT", "PAUSE", "3000", "WRITE") == "OK"
+    answer = {}
+
+    def engine():
+        body = hc.compact(hc.log_event("drain-3", 1))
+        answer["response"] = hc.post_raw(hub, body, hc.signed_headers(body))
+
+    thread = threading.Thread(target=engine, daemon=True)
+    thread.start()
+    blocked = lambda: "blocked_clients:1" in redis_server.cli("INFO", "clients")
+    deadline = time.monotonic() + 10
+    while not blocked():
+        assert time.monotonic() < deadline, "the hub's write never reached Redis"
+        time.sleep(0.02)
+    sigterm(hub)
+    assert log.wait_for(lambda l: "draining" in l)
+    thread.join(timeout=20)
+    status, headers, data = answer["response"]
+    assert status == 202 and headers["connection"] == "close", (status, headers, data)
+    assert json.loads(data)["accepted"] == [{"execution_id": "drain-3", "workspace_id": "w1", "seq": 2, "duplicate": False}]
+    assert hub.proc.wait(timeout=20) == 0

@@ -169,8 +169,9 @@ def sse_cap(hub, token):
 
 def test_config_file_then_environment_then_flag(hub_factory, tmp_path):
     config = tmp_path / "hub.conf"
-    config.write_text('# the hub\n\nmax-sse-per-workspace = 1\nheartbeat = "7"\nallowed-origin = https://a.example, '
-                      'https://b.example\n')
+    # CRLF line ends, a tab before a value, quotes: all read as meant.
+    config.write_bytes(b'# the hub\r\n\r\nmax-sse-per-workspace =\t1 \r\nheartbeat = "7"\r\n'
+                       b'allowed-origin = https://a.example, https://b.example\r\n')
     token = mint(["w1"])
     hub = hub_factory(*W, "--config", str(config))
     assert sse_cap(hub, token) == (1, "workspace w1 already has 1 open streams")
@@ -201,6 +202,9 @@ def test_bad_settings_stop_the_hub_with_a_message_that_names_them(tmp_path):
         ("drain-timeout = 0\n", "invalid setting drain-timeout: must be more than 0 seconds"),
         ("log-format = xml\n", "invalid setting log-format: 'xml' is not text or json"),
         ("deflate = maybe\n", f"config file {config} line 1: deflate = 'maybe' is not a valid value"),
+        ("drain-timeout = inf\n", "invalid setting drain-timeout: must be a finite number of seconds, at most a year"),
+        # CRLF line ends: each line is its own (the comment does not swallow the file).
+        ("# hub\r\nport = 1\r\nprot = 2\r\n", f"config file {config} line 3: unknown setting 'prot'"),
     ]
     for text, message in cases:
         config.write_text(text)
@@ -287,8 +291,8 @@ def test_a_slow_sse_reader_is_cut_off_once_and_counted(hub_factory):
     # Reading at last: what the kernel had taken before the cut, in order from seq 1 (the first 100 KB of it; the
     # rest crawls through the 4 KB window).
     body = head
-    while len(body) < 100_000:
-        body += slow.recv(65536)
+    while len(body) < 100_000 and (chunk := slow.recv(65536)):
+        body += chunk
     seqs = [int(line[4:]) for line in body.decode().split("\n")[:-1] if line.startswith("id: ")]
     assert len(seqs) >= 10 and seqs == list(range(1, len(seqs) + 1))
     slow.close()
@@ -312,3 +316,16 @@ def test_a_burst_beyond_the_budget_in_one_tick_reaches_fast_readers(hub_factory)
     assert metrics["hub_open_connections{transport=sse}"] == 1
     watcher.close()
     sse.close()
+
+
+def test_redis_parts_follow_the_one_precedence_order(hub_factory, redis_server, tmp_path):
+    """The database named in HUB_REDIS_URL (environment) beats redis-db in the file; a --redis-db flag beats both."""
+    config = tmp_path / "hub.conf"
+    config.write_text("redis-db = 3\n")
+    token = mint(["w1"])
+    for args, expected in (((), "2"), (("--redis-db", "4"), "4")):
+        hub = hub_factory(*W, "--config", str(config), *args, env={"HUB_REDIS_URL": f"{redis_server.url}/2"})
+        execution = f"db-{expected}"
+        ingest(hub, hc.log_event(execution, 0))
+        stored = {db: redis_server.cli("-n", db, "EXISTS", f"execution:{execution}:log") for db in ("2", "3", "4")}
+        assert stored == {db: ("1" if db == expected else "0") for db in ("2", "3", "4")}, (args, stored)
