@@ -34,3 +34,8 @@ HUB_BIN="$root/.build/debug/hub" timeout 2400 "$venv/bin/python" -m pytest -q -p
 echo "== stream tests again, every hub of a test on one real redis-server"
 HUB_BIN="$root/.build/debug/hub" timeout 1200 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 --broker redis \
   Tests/integration/test_streams.py
+
+echo "== benchmark smoke run (release builds; the hub and Nchan, small, every message checked)"
+timeout 900 swift build -c release --product hub 2>&1 | tail -n 1
+timeout 900 swift build -c release --product loadgen 2>&1 | tail -n 1
+timeout 900 python3 Tests/bench/bench.py --quick --bin "$root/.build/release"

@@ -19,7 +19,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: ByteBuffer?
     /// Set once a response that ends the connection has been sent; later input is ignored.
     private var done = false
-    private var requestTimer: Scheduled<Void>?
+    /// When the request in progress (or the next one, on a kept-alive connection) must be complete; nil: no limit.
+    private var requestDeadline: NIODeadline?
+    /// The one timer that checks `requestDeadline`. It is never cancelled (cancelling is a linear search of the event
+    /// loop's timers, which every WebSocket and SSE connection fills); when it fires early it checks again later.
+    private var requestTimerArmed = false
     /// An ingestion request whose events the broker is storing (with Redis, a round trip): not idle.
     private var publishing = false
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
@@ -47,7 +51,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         // flight closes after its response (`sendRaw` adds `Connection: close` while the hub drains).
         if head == nil && body == nil && !done && !publishing {
             done = true
-            requestTimer?.cancel()
+            requestDeadline = nil
             if let lastResponse {
                 lastResponse.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             } else {
@@ -57,16 +61,26 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        requestTimer?.cancel()
+        requestDeadline = nil
     }
 
     /// A request head must arrive in full within the timeout (slow senders hold no connection forever).
     private func armRequestTimer(context: ChannelHandlerContext) {
-        requestTimer?.cancel()
-        let timeout = server.configuration.requestTimeoutSeconds
-        requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds(timeout))) { [self] in
-            guard !done else { return }
-            respond(context: context, status: .requestTimeout, code: "request_timeout",
+        let deadline = NIODeadline.now() + .nanoseconds(nanoseconds(server.configuration.requestTimeoutSeconds))
+        requestDeadline = deadline
+        guard !requestTimerArmed else { return }
+        checkRequestDeadline(context: context, at: deadline)
+    }
+
+    private func checkRequestDeadline(context: ChannelHandlerContext, at deadline: NIODeadline) {
+        requestTimerArmed = true
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self else { return }
+            self.requestTimerArmed = false
+            guard !self.done, let current = self.requestDeadline else { return }
+            if current > .now() { return self.checkRequestDeadline(context: context, at: current) }
+            let timeout = self.server.configuration.requestTimeoutSeconds
+            self.respond(context: context, status: .requestTimeout, code: "request_timeout",
                 message: "no complete request within \(timeout) s", close: true)
         }
     }
@@ -297,7 +311,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         // Nothing more is read from this connection while the limiter answers (with Redis, a round trip).
         done = true
-        requestTimer?.cancel()
+        requestDeadline = nil
         let origin = head.headers.first(name: "Origin")
         server.limiter.acquire(topic.workspace, on: context.eventLoop).assumeIsolated().whenComplete { result in
             switch result {
@@ -462,7 +476,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             acceptance = a
         }
         done = true
-        requestTimer?.cancel()
+        requestDeadline = nil
         let config = server.configuration
         let now = WebSocketHandler.now()
         let connection = WebSocketConnection(
@@ -523,7 +537,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             headers.add(name: "Connection", value: "close")
         }
         if close { done = true }
-        requestTimer?.cancel()
+        requestDeadline = nil
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if let body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         if close {

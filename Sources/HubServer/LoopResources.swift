@@ -12,12 +12,15 @@ final class LoopResources: @unchecked Sendable {
     let router: LoopRouter
     /// Encodes events published from this loop (owns its own deflater).
     let encoder = EventEncoder()
+    /// Flushes the connections of this loop that wrote since its last pass.
+    let flusher: LoopFlusher
     /// Deflaters by window size: a connection's frames must use a window no larger than it agreed to.
     private var deflaters: [Int: Deflater] = [:]
 
     init(eventLoop: EventLoop, metrics: HubMetrics) {
         self.eventLoop = eventLoop
         self.router = LoopRouter(eventLoop: eventLoop, metrics: metrics)
+        self.flusher = LoopFlusher(eventLoop: eventLoop)
     }
 
     func deflater(windowBits: Int) -> Deflater {

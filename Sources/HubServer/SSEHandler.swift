@@ -7,7 +7,7 @@ import NIOCore
 ///
 /// The response head is written by hand with `Connection: close` and no transfer coding, so every event is the
 /// shared `EncodedEvent.sse` buffer written as is (no chunk framing per subscriber).
-final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink {
+final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink, Flushable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -156,10 +156,13 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private func scheduleFlush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
-        context.eventLoop.assumeIsolated().execute { [self] in
-            flushPending = false
-            self.context?.flush()
-        }
+        resources.flusher.schedule(self)
+    }
+
+    func flushNow() {
+        guard flushPending else { return }
+        flushPending = false
+        context?.flush()
     }
 
     private func tick() {

@@ -24,7 +24,7 @@ protocol WebSocketApplication: AnyObject {
 /// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed once
 /// per connection per event-loop tick, a frame meant for many connections is built once by the caller and written
 /// as the same buffer, and the connection keeps only a few bytes of partial header between reads.
-final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flushable {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -48,7 +48,10 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var outputClosed = false
 
     /// Whether permessage-deflate is in use on this connection.
-    var compresses: Bool { connection.deflate != nil }
+    let compresses: Bool
+    /// The channel's writability as NIO last reported it (it reports a change synchronously, inside the write that
+    /// crosses the high water mark): read on every delivery without asking the channel.
+    private var writable = true
     /// The close code the hub sent, once it sent one.
     var sentCloseCode: CloseCode? { connection.sentCloseCode }
 
@@ -60,6 +63,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     {
         self.clock = clock
         self.connection = connection
+        self.compresses = connection.deflate != nil
         self.resources = resources
         self.application = application
         self.logger = logger
@@ -115,6 +119,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         let writable = context.channel.isWritable
+        self.writable = writable
         if !closed { application.writabilityChanged(self, writable: writable) }
         if writable && readHeld {
             readHeld = false
@@ -137,7 +142,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Whether the channel can take more without going over its water mark.
-    var isWritable: Bool { context?.channel.isWritable ?? false }
+    var isWritable: Bool { writable && context != nil }
 
     /// Closes a consumer that does not read fast enough. Nothing more is queued for it: the close frame goes behind
     /// what is already queued, so a peer that reads again within the close timeout receives everything up to it and
@@ -169,7 +174,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A burst that fills the channel's budget within one tick goes to the kernel at once instead of waiting for the
     /// end of the tick: only bytes the kernel will not take count against a reader as slow.
     private func flushEarlyIfOverBudget(context: ChannelHandlerContext) {
-        if !context.channel.isWritable { context.flush() }
+        if !writable { context.flush() }
     }
 
     /// Encodes and writes one message, compressed when permessage-deflate is in use.
@@ -197,11 +202,13 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func scheduleFlush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
-        context.eventLoop.assumeIsolated().execute { [self] in
-            guard flushPending, let context = self.context else { return }
-            flushPending = false
-            context.flush()
-        }
+        resources.flusher.schedule(self)
+    }
+
+    func flushNow() {
+        guard flushPending, let context else { return }
+        flushPending = false
+        context.flush()
     }
 
     private func perform(context: ChannelHandlerContext) {

@@ -1,0 +1,184 @@
+import HubNative
+import NIOCore
+import NIOPosix
+
+/// One keep-alive HTTP/1.1 connection of the publisher: one request in flight at a time.
+final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var context: ChannelHandlerContext?
+    private var buffer = ByteBuffer()
+    private(set) var busy = false
+    /// The channel of the request in flight.
+    var inflightChannel = 0
+    let onResponse: (PublishConnection, Int) -> Void
+    let onClose: (PublishConnection) -> Void
+
+    init(onResponse: @escaping (PublishConnection, Int) -> Void, onClose: @escaping (PublishConnection) -> Void) {
+        self.onResponse = onResponse
+        self.onClose = onClose
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func send(_ request: ByteBuffer) {
+        guard let context else { return }
+        busy = true
+        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.context = nil
+        onClose(self)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var input = unwrapInboundIn(data)
+        buffer.writeBuffer(&input)
+        while let end = buffer.readableBytesView.firstRange(of: [13, 10, 13, 10]) {
+            let headLength = end.upperBound - buffer.readerIndex
+            let head = buffer.getString(at: buffer.readerIndex, length: headLength) ?? ""
+            var contentLength = 0
+            for line in head.split(separator: "\r\n") where line.lowercased().hasPrefix("content-length:") {
+                contentLength = Int(line.split(separator: ":")[1].trimmingPrefix(" ")) ?? 0
+            }
+            guard buffer.readableBytes >= headLength + contentLength else { return }
+            let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+            buffer.moveReaderIndex(forwardBy: headLength + contentLength)
+            busy = false
+            onResponse(self, status)
+        }
+        buffer.discardReadBytes()
+    }
+}
+
+/// Publishes at a fixed open-loop rate: message `i` is due at `start + i / rate`, on channel `i % channels`, with
+/// seq `i / channels + 1`. Messages that find every connection busy wait in order (their due time stays in the
+/// marker). Confined to its event loop.
+final class Publisher: @unchecked Sendable {
+    struct Settings {
+        var server: ServerKind
+        var host: String
+        var port: Int
+        var channels: [String]
+        var rate: Double
+        var duration: Double
+        var size: Int
+        var epoch: UInt32
+        var workspace: String
+        var engineSecret: [UInt8]
+    }
+
+    let settings: Settings
+    let loop: EventLoop
+    var connections: [PublishConnection] = []
+    private var idle: [PublishConnection] = []
+    private var queue: [(channel: Int, marker: Marker)] = []
+    private var queueHead = 0
+    private var next = 0
+    private var total = 0
+    private var startNanos: UInt64 = 0
+    private(set) var sent = 0
+    private(set) var answered = 0
+    private(set) var statuses: [Int: Int] = [:]
+    private(set) var perChannel: [Int]
+    private(set) var maxQueue = 0
+    private var ticker: RepeatedTask?
+    let done: EventLoopPromise<Void>
+
+    init(settings: Settings, loop: EventLoop) {
+        self.settings = settings
+        self.loop = loop
+        perChannel = Array(repeating: 0, count: settings.channels.count)
+        done = loop.makePromise()
+    }
+
+    func add(_ connection: PublishConnection) {
+        connections.append(connection)
+        idle.append(connection)
+    }
+
+    func start() {
+        total = Int(settings.rate * settings.duration)
+        startNanos = wallNanoseconds()
+        ticker = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { [self] _ in tick() }
+    }
+
+    private func tick() {
+        let elapsed = Double(wallNanoseconds() - startNanos) / 1e9
+        let due = min(Int(elapsed * settings.rate) + 1, total)
+        while next < due {
+            let channel = next % settings.channels.count
+            let marker = Marker(epoch: settings.epoch, seq: UInt32(next / settings.channels.count + 1),
+                nanoseconds: startNanos + UInt64(Double(next) / settings.rate * 1e9))
+            queue.append((channel, marker))
+            next += 1
+        }
+        maxQueue = max(maxQueue, queue.count - queueHead)
+        pump()
+        if next >= total { ticker?.cancel() }
+    }
+
+    private func pump() {
+        while queueHead < queue.count, let connection = idle.popLast() {
+            let (channel, marker) = queue[queueHead]
+            queueHead += 1
+            connection.inflightChannel = channel
+            connection.send(request(channel: channel, marker: marker))
+            sent += 1
+        }
+        if queueHead > 4096 && queueHead * 2 > queue.count {
+            queue.removeFirst(queueHead)
+            queueHead = 0
+        }
+    }
+
+    func responded(_ connection: PublishConnection, status: Int) {
+        answered += 1
+        statuses[status, default: 0] += 1
+        // Only what the server accepted counts as published (and so as expected at every subscriber).
+        if (200..<300).contains(status) { perChannel[connection.inflightChannel] += 1 }
+        idle.append(connection)
+        pump()
+        if answered == total { done.succeed() }
+    }
+
+    func closed(_ connection: PublishConnection) {
+        idle.removeAll { $0 === connection }
+        connections.removeAll { $0 === connection }
+        if connections.isEmpty { done.succeed() }
+    }
+
+    private func request(channel: Int, marker: Marker) -> ByteBuffer {
+        let name = settings.channels[channel]
+        let text = marker.text()
+        switch settings.server {
+        case .nchan:
+            let body = text + padding(toward: settings.size, after: text.utf8.count)
+            return ByteBuffer(string: "POST /pub/\(name) HTTP/1.1\r\nHost: \(settings.host)\r\nContent-Type: text/plain\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body)
+        case .hub:
+            let prefix = #"{"event":"node.log","execution_id":"\#(name)","workspace_id":"\#(settings.workspace)","node_key":"n","data":{"level":"info","message":""#
+            let suffix = #""}}"#
+            let used = prefix.utf8.count + suffix.utf8.count + text.utf8.count
+            // The padding is JSON-like text inside a JSON string: its quotes are escaped.
+            let pad = padding(toward: settings.size, after: used).replacingQuotes()
+            let body = prefix + text + pad + suffix
+            let timestamp = String(wallNanoseconds() / 1_000_000_000)
+            let signature = Hex.encode(Digest.hmacSHA256(key: settings.engineSecret, message: Array((timestamp + "." + body).utf8)))
+            return ByteBuffer(string: "POST /v1/jobs/progress HTTP/1.1\r\nHost: \(settings.host)\r\n"
+                + "Content-Type: application/json\r\nX-Hub-Timestamp: \(timestamp)\r\nX-Hub-Signature: sha256=\(signature)\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body)
+        }
+    }
+}
+
+extension String {
+    /// `"` → `'`: keeps the padding's shape (and size) legal inside a JSON string.
+    func replacingQuotes() -> String {
+        String(decoding: utf8.map { $0 == UInt8(ascii: "\"") ? UInt8(ascii: "'") : $0 }, as: UTF8.self)
+    }
+}

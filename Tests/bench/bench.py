@@ -1,0 +1,571 @@
+#!/usr/bin/env python3
+"""Benchmarks of the hub against Nchan, in one run, on one machine.
+
+The hub (embedded broker, and Redis) and Nchan (nginx's pub/sub module: memory store, and Redis store) get the same
+workloads from the same load generator (`loadgen`, a SwiftNIO executable of this package): the server runs pinned to
+CPU 0, the load generator (and Redis) to CPU 1. Each server's CPU seconds and RSS are read from /proc. Every run
+counts lost, duplicated and out-of-order messages; a run with any of them is marked.
+
+    python3 Tests/bench/bench.py              # the full run (about 15 minutes), prints the table
+    python3 Tests/bench/bench.py --quick      # a small smoke version (CI)
+
+Needs: release builds of `hub` and `loadgen` (the script builds them), nginx with libnginx-mod-nchan, redis-server.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TOKEN_SECRET = "bench-token-secret-0123456789"
+ENGINE_SECRET = "bench-engine-secret-0123456789"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SERVER_CPU, LOAD_CPU = "0", "1"
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {port}")
+            time.sleep(0.05)
+
+
+def proc_children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/statm") as f:
+            total += int(f.read().split()[1]) * PAGE
+    return total
+
+
+class Redis:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["taskset", "-c", LOAD_CPU, "redis-server", "--port", str(self.port), "--bind",
+                                      "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Hub:
+    kind = "hub"
+
+    def __init__(self, bin_dir, tmp, redis=None, prefix="b"):
+        self.port = free_port()
+        args = ["taskset", "-c", SERVER_CPU, f"{bin_dir}/hub", "serve", "--port", str(self.port), "--threads", "1",
+                "--token-secret", TOKEN_SECRET, "--engine-secret", ENGINE_SECRET, "--log-level", "warning",
+                "--max-sse-per-workspace", "1000000", "--max-events-per-execution", "200"]
+        if redis:
+            args += ["--redis", redis.url, "--redis-prefix", prefix + ":"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "hub.log"), "a"),
+                                     text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("hub listening"), line
+        self.pids = [self.proc.pid]
+        self.token = subprocess.run([f"{bin_dir}/hub", "token", "--secret", TOKEN_SECRET, "--workspace", "w1",
+                                     "--ttl", "86400"], capture_output=True, text=True, check=True).stdout.strip()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+class Nchan:
+    kind = "nchan"
+
+    def __init__(self, tmp, redis=None):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(dir=tmp)
+        store = f'nchan_redis_url "{redis.url}"; nchan_use_redis on;' if redis else ""
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf = f"""
+{user}
+load_module {NCHAN_MODULE};
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 19000; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy; fastcgi_temp_path {self.dir}/fcgi;
+  uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
+  {store}
+  server {{
+    listen 127.0.0.1:{self.port} backlog=4096;
+    location ~ ^/sub/(\\w+)$ {{ nchan_subscriber; nchan_channel_id $1; nchan_subscriber_first_message newest; }}
+    location ~ ^/pub/(\\w+)$ {{ nchan_publisher; nchan_channel_id $1; nchan_message_timeout 5m; }}
+  }}
+}}
+"""
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, "nginx", "-c", path, "-p", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "stderr"), "w"))
+        wait_port(self.port)
+        deadline = time.monotonic() + 10
+        while not proc_children(self.proc.pid):
+            assert time.monotonic() < deadline, "nginx started no worker"
+            time.sleep(0.05)
+        self.pids = [self.proc.pid] + proc_children(self.proc.pid)
+        self.token = ""
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+SERVERS = {
+    "hub": lambda ctx: Hub(ctx.bin, ctx.tmp),
+    "hub+redis": lambda ctx: Hub(ctx.bin, ctx.tmp, redis=ctx.redis, prefix=f"b{time.monotonic_ns()}"),
+    "nchan": lambda ctx: Nchan(ctx.tmp),
+    "nchan+redis": lambda ctx: Nchan(ctx.tmp, redis=ctx.redis),
+}
+
+
+class Subscribers:
+    """`loadgen subscribe` processes (at most 15,000 connections each), spread over source addresses 127.0.0.2-9."""
+
+    def __init__(self, ctx, server, transport, connections, channels, prefix):
+        self.procs = []
+        per = 15000
+        n = 0
+        sources = ",".join(f"127.0.0.{i}" for i in range(2, 10))
+        while n < connections:
+            count = min(per, connections - n)
+            proc = subprocess.Popen(
+                ["taskset", "-c", LOAD_CPU, f"{ctx.bin}/loadgen", "subscribe", "--server", server.kind, "--transport",
+                 transport, "--port", str(server.port), "--connections", str(count), "--channels", str(channels),
+                 "--channel-prefix", prefix, "--token", server.token, "--source", sources],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            self.procs.append(proc)
+            n += count
+        self.ok = self.failed = 0
+        for proc in self.procs:
+            while True:
+                line = proc.stdout.readline()
+                assert line, "loadgen subscribe died"
+                if line.startswith("ready "):
+                    _, ok, failed = line.split()
+                    self.ok += int(ok)
+                    self.failed += int(failed)
+                    break
+        if self.failed:
+            print(f"  ! {self.failed} of {connections} subscribers failed to connect", file=sys.stderr)
+
+    def command(self, text):
+        for proc in self.procs:
+            proc.stdin.write(text + "\n")
+        return [self.read(proc) for proc in self.procs]
+
+    @staticmethod
+    def read(proc):
+        while True:
+            line = proc.stdout.readline()
+            assert line, "loadgen subscribe died"
+            if not line.startswith("#"):
+                return line.strip()
+
+    def reset(self, epoch):
+        assert self.command(f"reset {epoch}") == ["ok"] * len(self.procs)
+
+    def report(self):
+        merged = None
+        for text in self.command("report"):
+            r = json.loads(text)
+            if merged is None:
+                merged = r
+                merged["histogram_us"] = dict((v, c) for v, c in r["histogram_us"])
+                continue
+            for key in ("open", "closed_by_server", "received", "duplicates", "out_of_order", "other_epoch"):
+                merged[key] += r[key]
+            merged["distinct"] = [a + b for a, b in zip(merged["distinct"], r["distinct"])]
+            merged["connections_per_channel"] = [a + b for a, b in zip(merged["connections_per_channel"],
+                                                                        r["connections_per_channel"])]
+            for v, c in r["histogram_us"]:
+                merged["histogram_us"][v] = merged["histogram_us"].get(v, 0) + c
+        return merged
+
+    def stop(self):
+        for proc in self.procs:
+            try:
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def percentile(hist, p):
+    total = sum(hist.values())
+    if total == 0:
+        return 0
+    rank = p / 100 * total
+    seen = 0
+    for v in sorted(hist):
+        seen += hist[v]
+        if seen >= rank:
+            return v
+    return max(hist)
+
+
+def publish(ctx, server, channels, prefix, rate, duration, epoch, size=40, connections=32):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, f"{ctx.bin}/loadgen", "publish", "--server", server.kind, "--port",
+         str(server.port), "--channels", str(channels), "--channel-prefix", prefix, "--rate", str(rate), "--duration",
+         str(duration), "--epoch", str(epoch), "--size", str(size), "--engine-secret", ENGINE_SECRET,
+         "--connections", str(connections)],
+        capture_output=True, text=True, timeout=duration + 120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40, settle=0.5):
+    """One open-loop step: publish `rate` messages/s for `duration` s; returns the step's numbers."""
+    subs.reset(epoch)
+    cpu0 = cpu_seconds(server.pids)
+    t0 = time.monotonic()
+    pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size)
+    # Give the last messages time to arrive (bounded), then count.
+    deadline = time.monotonic() + 10
+    while True:
+        rep = subs.report()
+        expected = sum(p * c for p, c in zip(pub["per_channel"], rep["connections_per_channel"]))
+        if sum(rep["distinct"]) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(settle)
+    cpu = cpu_seconds(server.pids) - cpu0
+    delivered = sum(rep["distinct"])
+    hist = rep["histogram_us"]
+    return {
+        "rate": rate, "published": sum(pub["per_channel"]), "publish_errors": pub["sent"] - sum(pub["per_channel"]),
+        "statuses": pub["statuses"], "expected": expected, "delivered": delivered,
+        "lost": expected - delivered, "duplicates": rep["duplicates"], "out_of_order": rep["out_of_order"],
+        "closed": rep["closed_by_server"], "cpu_s": cpu, "wall_s": time.monotonic() - t0,
+        "per_cpu_s": delivered / cpu if cpu > 0 else 0.0, "deliveries_per_s": delivered / pub["elapsed"],
+        "p50_ms": percentile(hist, 50) / 1000, "p99_ms": percentile(hist, 99) / 1000,
+        "p999_ms": percentile(hist, 99.9) / 1000, "max_ms": max(hist) / 1000 if hist else 0,
+        "rss": rss_bytes(server.pids), "publisher_max_queue": pub["max_queue"],
+    }
+
+
+def clean(step):
+    return step["lost"] == 0 and step["duplicates"] == 0 and step["out_of_order"] == 0 and step["publish_errors"] == 0
+
+
+class Context:
+    def __init__(self, bin_dir, tmp, quick):
+        self.bin = bin_dir
+        self.tmp = tmp
+        self.quick = quick
+        self.redis = Redis(tmp)
+        self.epoch = 0
+        self.prefixes = 0
+
+    def next_epoch(self):
+        self.epoch += 1
+        return self.epoch
+
+    def prefix(self):
+        self.prefixes += 1
+        return f"c{self.prefixes}x"
+
+
+def run_with(ctx, name, fn):
+    server = SERVERS[name](ctx)
+    try:
+        return fn(server)
+    finally:
+        server.stop()
+
+
+def idle_memory(ctx, names, sizes, transports):
+    """RSS the server gains per idle subscriber (connected and subscribed, no traffic)."""
+    out = {}
+    for name in names:
+        for transport in transports:
+            for n in sizes:
+                def one(server):
+                    base = rss_bytes(server.pids)
+                    subs = Subscribers(ctx, server, transport, n, 100, ctx.prefix())
+                    try:
+                        after = rss_bytes(server.pids)
+                        return {"bytes_per_connection": (after - base) / max(subs.ok, 1), "connected": subs.ok,
+                                "base_rss": base, "rss": after}
+                    finally:
+                        subs.stop()
+                out[(name, transport, n)] = r = run_with(ctx, name, one)
+                print(f"  idle {name:12} {transport:4} {n:6}: {r['bytes_per_connection'] / 1024:6.2f} KiB/conn "
+                      f"({r['connected']} connected)", flush=True)
+    return out
+
+
+def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, duration, size=40):
+    """Publish-to-deliver latency and CPU per delivered message at a fixed delivery rate."""
+    out = {}
+    per_message = subscribers // channels
+    for name in names:
+        def one(server):
+            prefix = ctx.prefix()
+            subs = Subscribers(ctx, server, transport, subscribers, channels, prefix)
+            try:
+                # One small round first: every subscription is live (and caches are warm) before the measured one.
+                measure(ctx, server, subs, channels, prefix, min(200, channels * 2), 1, ctx.next_epoch(), size)
+                return measure(ctx, server, subs, channels, prefix, deliveries_per_s / per_message, duration,
+                               ctx.next_epoch(), size)
+            finally:
+                subs.stop()
+        out[name] = r = run_with(ctx, name, one)
+        print(f"  {transport:10} {name:12} {subscribers:6} subs {deliveries_per_s:7.0f}/s: p50 {r['p50_ms']:.2f} "
+              f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} ms, {r['per_cpu_s']:9.0f} msg/CPU-s, "
+              f"lost {r['lost']} dup {r['duplicates']} ooo {r['out_of_order']}", flush=True)
+    return out
+
+
+def saturation(ctx, names, subscribers, channels, steps, duration, extra=None):
+    """Raises the delivery rate step by step until p99 passes 100 ms or anything is lost; the best clean step wins.
+    `extra(name)` may name one more rate to measure (1.5x Nchan's saturation, for the hub)."""
+    out = {}
+    per_message = subscribers // channels
+    for name in names:
+        def one(server):
+            prefix = ctx.prefix()
+            subs = Subscribers(ctx, server, "ws", subscribers, channels, prefix)
+            result = {"steps": [], "best": None, "extra": None}
+            try:
+                measure(ctx, server, subs, channels, prefix, min(200, channels * 2), 1, ctx.next_epoch())
+                for rate in steps:
+                    step = measure(ctx, server, subs, channels, prefix, rate / per_message, duration,
+                                   ctx.next_epoch())
+                    result["steps"].append(step)
+                    ok = clean(step) and step["p99_ms"] < 100 and step["deliveries_per_s"] > 0.95 * rate
+                    print(f"  saturation {name:12} {rate:7.0f}/s: got {step['deliveries_per_s']:8.0f}/s p99 "
+                          f"{step['p99_ms']:8.2f} ms, {step['per_cpu_s']:9.0f} msg/CPU-s, lost {step['lost']} "
+                          f"dup {step['duplicates']} ooo {step['out_of_order']}{'' if ok else '  <- limit'}",
+                          flush=True)
+                    if not ok:
+                        break
+                    result["best"] = step
+                more = extra(name) if extra else None
+                if more:
+                    step = measure(ctx, server, subs, channels, prefix, more / per_message, duration,
+                                   ctx.next_epoch())
+                    result["extra"] = step
+                    print(f"  at {more:7.0f}/s {name:12}: p99 {step['p99_ms']:.2f} ms, lost {step['lost']}", flush=True)
+                return result
+            finally:
+                subs.stop()
+        out[name] = run_with(ctx, name, one)
+    return out
+
+
+def compression(ctx, names, subscribers, channels, deliveries_per_s, duration):
+    """1 KiB JSON events to WebSocket subscribers with permessage-deflate, against the same without."""
+    out = {}
+    for transport in ("ws", "ws-deflate"):
+        r = steady(ctx, names, transport, subscribers, channels, deliveries_per_s, duration, size=1024)
+        for name, step in r.items():
+            out[(name, transport)] = step
+    return out
+
+
+def fmt_kib(b):
+    return f"{b / 1024:.2f} KiB"
+
+
+def table(results, names):
+    hub_names = [n for n in names if n.startswith("hub")]
+    lines = []
+    add = lines.append
+    head = "| workload | " + " | ".join(names) + " | hub / nchan | hub+redis / nchan+redis |"
+    add(head)
+    add("|" + "---|" * (len(names) + 3))
+
+    def row(label, values, fmt, _lower_is_better):
+        cells = [fmt(values[n]) if values.get(n) is not None else "—" for n in names]
+        ratios = []
+        for a, b in (("hub", "nchan"), ("hub+redis", "nchan+redis")):
+            if values.get(a) and values.get(b):
+                ratios.append(f"{values[a] / values[b]:.2f}×")
+            else:
+                ratios.append("—")
+        add(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+    for (transport, n) in sorted({(t, n) for (_, t, n) in results.get("idle", {})}):
+        row(f"idle memory per {transport} connection, {n}",
+            {name: results["idle"].get((name, transport, n), {}).get("bytes_per_connection") for name in names},
+            fmt_kib, True)
+    for key, label in (("latency_1k", "1k subscribers"), ("latency_10k", "10k subscribers"),
+                       ("latency_10k_sse", "10k SSE subscribers"), ("many", "1,000 subscribers on one execution")):
+        if key not in results:
+            continue
+        r = results[key]
+        for metric, what in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+            row(f"{label}: {what} ms", {n: r[n][metric] for n in r}, lambda v: f"{v:.2f}", True)
+        row(f"{label}: messages per server CPU-second", {n: r[n]["per_cpu_s"] for n in r}, lambda v: f"{v:,.0f}", False)
+        add(f"| {label}: lost / duplicated / out of order | " + " | ".join(
+            f"{r[n]['lost']} / {r[n]['duplicates']} / {r[n]['out_of_order']}" if n in r else "—" for n in names)
+            + " | | |")
+    if "saturation" in results:
+        s = results["saturation"]
+        row("saturation: highest clean delivery rate (p99 < 100 ms, nothing lost)",
+            {n: s[n]["best"]["deliveries_per_s"] if s[n]["best"] else None for n in s}, lambda v: f"{v:,.0f}/s", False)
+        row("saturation: its p99 ms", {n: s[n]["best"]["p99_ms"] if s[n]["best"] else None for n in s},
+            lambda v: f"{v:.2f}", True)
+        row("saturation: messages per server CPU-second there",
+            {n: s[n]["best"]["per_cpu_s"] if s[n]["best"] else None for n in s}, lambda v: f"{v:,.0f}", False)
+        extra = {n: s[n]["extra"]["p99_ms"] for n in s if s[n].get("extra")}
+        if extra:
+            row("p99 ms at 1.5× Nchan's saturation rate", extra, lambda v: f"{v:.2f}", True)
+    if "compression" in results:
+        c = results["compression"]
+        for name in hub_names:
+            off, on = c.get((name, "ws")), c.get((name, "ws-deflate"))
+            if off and on:
+                add(f"| 1 KiB events, {name}: CPU per message, deflate on / off | "
+                    f"{off['per_cpu_s'] / on['per_cpu_s']:.2f}× ({on['per_cpu_s']:,.0f} vs {off['per_cpu_s']:,.0f} "
+                    f"msg/CPU-s; lost {on['lost'] + off['lost']}) |" + " |" * (len(names) + 1))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small smoke version (CI)")
+    parser.add_argument("--bin", help="folder with release builds of hub and loadgen (default: build them)")
+    parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,compression")
+    parser.add_argument("--servers", default="hub,hub+redis,nchan,nchan+redis")
+    parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
+    args = parser.parse_args()
+    if args.bin:
+        bin_dir = args.bin
+    else:
+        subprocess.run(["swift", "build", "-c", "release", "--product", "hub"], cwd=ROOT, check=True)
+        subprocess.run(["swift", "build", "-c", "release", "--product", "loadgen"], cwd=ROOT, check=True)
+        bin_dir = os.path.join(ROOT, ".build", "release")
+    names = args.servers.split(",")
+    only = set(args.only.split(",")) if args.only else {"idle", "latency", "saturation", "many", "compression"}
+    tmp = tempfile.mkdtemp(prefix="hub-bench-")
+    ctx = Context(bin_dir, tmp, args.quick)
+    q = args.quick
+    results = {}
+    print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {mem_total()}; server on CPU {SERVER_CPU}, load on CPU "
+          f"{LOAD_CPU}", flush=True)
+    try:
+        if "idle" in only:
+            results["idle"] = idle_memory(ctx, names, [200] if q else [1000, 5000, 15000], ["ws", "sse"])
+        if "latency" in only:
+            d = 2 if q else 10
+            results["latency_1k"] = steady(ctx, names, "ws", 100 if q else 1000, 10, 2000 if q else 50000, d)
+            results["latency_10k"] = steady(ctx, names, "ws", 200 if q else 10000, 100 if not q else 20,
+                                            2000 if q else 50000, d)
+            results["latency_10k_sse"] = steady(ctx, names, "sse", 200 if q else 10000, 100 if not q else 20,
+                                                2000 if q else 50000, d)
+        if "many" in only:
+            results["many"] = steady(ctx, names, "ws", 100 if q else 1000, 1, (100 if q else 1000) * 20, 2 if q else 10)
+        if "saturation" in only:
+            steps = [2000, 4000] if q else [50000, 100000, 150000, 200000, 250000, 300000, 350000, 400000]
+            nchan_first = sorted(names, key=lambda n: not n.startswith("nchan"))
+            sat = {}
+
+            def extra(name):
+                peer = "nchan+redis" if name == "hub+redis" else "nchan"
+                if name.startswith("hub") and sat.get(peer, {}).get("best"):
+                    return 1.5 * sat[peer]["best"]["deliveries_per_s"]
+                return None
+            for name in nchan_first:
+                sat.update(saturation(ctx, [name], 200 if q else 10000, 20 if q else 100, steps, 2 if q else 6, extra))
+            results["saturation"] = sat
+        if "compression" in only:
+            hubs = [n for n in names if n.startswith("hub")]
+            results["compression"] = compression(ctx, hubs, 100 if q else 1000, 10, 2000 if q else 20000, 2 if q else 10)
+    finally:
+        ctx.redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(table(results, names))
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({k if isinstance(k, str) else str(k): (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
+                   for k, v in results.items()}, f, indent=1, default=str)
+    bad = [f"{k}/{n}" for k in ("latency_1k", "latency_10k", "latency_10k_sse", "many") if k in results
+           for n, r in results[k].items() if not clean(r)]
+    if bad:
+        print(f"\nruns with lost, duplicated or out-of-order messages: {', '.join(bad)}")
+        return 1
+    return 0
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def mem_total():
+    with open("/proc/meminfo") as f:
+        kb = int(f.readline().split()[1])
+    return f"{kb / 1024 / 1024:.0f} GiB"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
