@@ -27,6 +27,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var flushPending = false
     private var finished = false
     private var started = false
+    /// The channel's writability as NIO last reported it (synchronously, inside the write that crosses the mark).
+    private var writable = true
     /// The last seq written; until the broker answers, the client's own resume point.
     private var lastSeq: UInt64
     private var backlog = OutboundBacklog()
@@ -114,8 +116,9 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            while context.channel.isWritable, let (event, _) = backlog.popFirst() {
+        writable = context.channel.isWritable
+        if writable {
+            while writable, let (event, _) = backlog.popFirst() {
                 lastSeq = event.seq
                 context.write(wrapOutboundOut(event.sse), promise: nil)
             }
@@ -132,12 +135,12 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
 
     func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
         guard let context, !finished else { return }
-        if backlog.isEmpty && context.channel.isWritable {
+        if backlog.isEmpty && writable {
             lastSeq = event.seq
             context.write(wrapOutboundOut(event.sse), promise: nil)
             // A burst that fills the budget within one tick goes to the kernel at once: only bytes the kernel will
             // not take count against the reader as slow.
-            if !context.channel.isWritable { context.flush() }
+            if !writable { context.flush() }
             scheduleFlush(context: context)
             return
         }

@@ -48,6 +48,8 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
             guard buffer.readableBytes >= headLength + contentLength else { return }
             let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
             buffer.moveReaderIndex(forwardBy: headLength + contentLength)
+            // A response to no request (a server closing an idle keep-alive connection, with 408) is not an answer.
+            guard busy else { continue }
             busy = false
             onResponse(self, status)
         }
@@ -123,7 +125,9 @@ final class Publisher: @unchecked Sendable {
     }
 
     private func pump() {
-        while queueHead < queue.count, let connection = idle.popLast() {
+        // Round-robin over the connections (first idle first), so that none idles long enough for a server to close it.
+        while queueHead < queue.count, !idle.isEmpty {
+            let connection = idle.removeFirst()
             let (channel, marker) = queue[queueHead]
             queueHead += 1
             connection.inflightChannel = channel
