@@ -9,7 +9,8 @@ final class HubSession: WebSocketApplication, EventSink {
     private let resources: LoopResources
     private var principal: Principal?
     private var subscriptions: [TopicKey: Subscription] = [:]
-    private weak var socket: WebSocketHandler?
+    /// Strong while the socket is open (a plain load on every delivery, not a weak one); `didClose` breaks the cycle.
+    private var socket: WebSocketHandler?
     private var heartbeat: Scheduled<Void>?
     private var ageLimit: Scheduled<Void>?
     private var tokenTimers: [Scheduled<Void>] = []
@@ -47,6 +48,7 @@ final class HubSession: WebSocketApplication, EventSink {
     }
 
     func didClose(_ socket: WebSocketHandler) {
+        self.socket = nil
         if opened { server.metrics.connections(.webSocket).decrement() }
         opened = false
         backlog.removeAll()
