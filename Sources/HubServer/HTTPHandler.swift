@@ -24,6 +24,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The one timer that checks `requestDeadline`. It is never cancelled (cancelling is a linear search of the event
     /// loop's timers, which every WebSocket and SSE connection fills); when it fires early it checks again later.
     private var requestTimerArmed = false
+    /// Set while the handler is in the pipeline (for the request timer, which must not retain it).
+    private var context: ChannelHandlerContext?
     /// An ingestion request whose events the broker is storing (with Redis, a round trip): not idle.
     private var publishing = false
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
@@ -36,6 +38,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         // Accepted just as the drain began: the listener is closing, this connection is not served.
         if server.state.isDraining {
             done = true
@@ -62,6 +65,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         requestDeadline = nil
+        self.context = nil
     }
 
     /// A request head must arrive in full within the timeout (slow senders hold no connection forever).
@@ -74,8 +78,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func checkRequestDeadline(context: ChannelHandlerContext, at deadline: NIODeadline) {
         requestTimerArmed = true
+        // Neither the handler nor its context is kept alive by the timer: after an upgrade the whole HTTP stack
+        // (decoder, encoder, this handler) is freed at once, not when the timer fires.
         context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            guard let self else { return }
+            guard let self, let context = self.context else { return }
             self.requestTimerArmed = false
             guard !self.done, let current = self.requestDeadline else { return }
             if current > .now() { return self.checkRequestDeadline(context: context, at: current) }

@@ -11,9 +11,11 @@ final class HubSession: WebSocketApplication, EventSink {
     private var subscriptions: [TopicKey: Subscription] = [:]
     /// Strong while the socket is open (a plain load on every delivery, not a weak one); `didClose` breaks the cycle.
     private var socket: WebSocketHandler?
-    private var heartbeat: Scheduled<Void>?
-    private var ageLimit: Scheduled<Void>?
-    private var tokenTimers: [Scheduled<Void>] = []
+    // Deadlines (monotonic nanoseconds) that the socket's one timer serves through `tick`.
+    private var heartbeatDue: Int64?
+    private var ageDeadline: Int64?
+    private var tokenWarning: (at: Int64, principal: Principal)?
+    private var tokenExpiry: (at: Int64, principal: Principal)?
     private var backlog = OutboundBacklog()
     private var opened = false
 
@@ -27,24 +29,38 @@ final class HubSession: WebSocketApplication, EventSink {
         self.socket = socket
         opened = true
         server.metrics.connections(.webSocket).increment()
-        armHeartbeat()
-        if let principal { scheduleTokenTimers(principal) }
+        let now = WebSocketHandler.now()
+        // `{"type":"heartbeat"}` every interval, so a browser can tell a silent hub from a dead one.
+        let interval = nanoseconds(server.configuration.heartbeatSeconds)
+        if interval > 0 { heartbeatDue = now + interval }
         // Connections do not live forever: after the maximum age the client reconnects and resumes with `since`.
-        let age = nanoseconds(server.configuration.maxConnectionAgeSeconds)
-        ageLimit = resources.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(age)) { [weak self] in
-            self?.socket?.close(code: .goingAway, reason: "max connection age")
-        }
+        ageDeadline = now + nanoseconds(server.configuration.maxConnectionAgeSeconds)
+        if let principal { scheduleTokenTimers(principal, now: now) }
     }
 
-    /// `{"type":"heartbeat"}` every interval, so a browser can tell a silent hub from a dead one.
-    private func armHeartbeat() {
-        let interval = nanoseconds(server.configuration.heartbeatSeconds)
-        guard interval > 0 else { return }
-        heartbeat = resources.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(interval)) { [weak self] in
-            guard let self, let socket = self.socket else { return }
+    func tick(_ socket: WebSocketHandler, now: Int64) -> Int64? {
+        if let due = heartbeatDue, due <= now {
             socket.write(frame: socket.compresses ? HubMessages.heartbeatDeflated : HubMessages.heartbeat)
-            self.armHeartbeat()
+            heartbeatDue = now + nanoseconds(server.configuration.heartbeatSeconds)
         }
+        if let warning = tokenWarning, warning.at <= now {
+            tokenWarning = nil
+            send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(warning.principal.expiresAt)))]))
+        }
+        if let expiry = tokenExpiry, expiry.at <= now {
+            tokenExpiry = nil
+            if principal == expiry.principal {
+                sendError(id: nil, "token_expired", "token expired; reconnect with a fresh token and resubscribe with since")
+                socket.close(code: CloseCode(4401), reason: "token expired")
+                return nil
+            }
+        }
+        if let deadline = ageDeadline, deadline <= now {
+            ageDeadline = nil
+            socket.close(code: .goingAway, reason: "max connection age")
+            return nil
+        }
+        return [heartbeatDue, ageDeadline, tokenWarning?.at, tokenExpiry?.at].compactMap { $0 }.min()
     }
 
     func didClose(_ socket: WebSocketHandler) {
@@ -52,10 +68,6 @@ final class HubSession: WebSocketApplication, EventSink {
         if opened { server.metrics.connections(.webSocket).decrement() }
         opened = false
         backlog.removeAll()
-        heartbeat?.cancel()
-        ageLimit?.cancel()
-        tokenTimers.forEach { $0.cancel() }
-        tokenTimers.removeAll()
         for subscription in subscriptions.values { resources.router.unsubscribe(subscription, broker: server.broker) }
         subscriptions.removeAll()
     }
@@ -125,9 +137,8 @@ final class HubSession: WebSocketApplication, EventSink {
             return sendError(id: id, error.code, error.message)
         }
         principal = verified
-        tokenTimers.forEach { $0.cancel() }
-        tokenTimers.removeAll()
-        scheduleTokenTimers(verified)
+        scheduleTokenTimers(verified, now: WebSocketHandler.now())
+        socket?.rescheduleTick()
         var reply: [(String, JSON)] = [("type", .string("authenticated"))]
         if let id { reply.append(("id", id)) }
         reply += [("sub", .string(verified.subject)), ("workspaces", .array(verified.workspaces.sorted().map { .string($0) })),
@@ -216,19 +227,11 @@ final class HubSession: WebSocketApplication, EventSink {
 
     // MARK: Token lifetime
 
-    private func scheduleTokenTimers(_ principal: Principal) {
+    /// `token.expiring` a minute before the token's `exp`, and the close (4401) at it; a new token replaces both.
+    private func scheduleTokenTimers(_ principal: Principal, now: Int64) {
         let remaining = principal.expiresAt - server.nowSeconds
-        let loop = resources.eventLoop.assumeIsolated()
-        if remaining > 60 {
-            tokenTimers.append(loop.scheduleTask(in: .seconds(remaining - 60)) { [weak self] in
-                self?.send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(principal.expiresAt)))]))
-            })
-        }
-        tokenTimers.append(loop.scheduleTask(in: .seconds(max(remaining, 0))) { [weak self] in
-            guard let self, self.principal == principal else { return }
-            self.sendError(id: nil, "token_expired", "token expired; reconnect with a fresh token and resubscribe with since")
-            self.socket?.close(code: CloseCode(4401), reason: "token expired")
-        })
+        tokenWarning = remaining > 60 ? (now + (remaining - 60) * 1_000_000_000, principal) : nil
+        tokenExpiry = (now + max(remaining, 0) * 1_000_000_000, principal)
     }
 
     // MARK: Output

@@ -16,6 +16,13 @@ protocol WebSocketApplication: AnyObject {
     var holdsReadsWhenUnwritable: Bool { get }
     /// The hub is draining: end the connection in a way the client reconnects from (elsewhere).
     func drain(_ socket: WebSocketHandler)
+    /// Does what is due at `now` (monotonic nanoseconds) and returns when it next needs a tick. The socket's one timer
+    /// serves the protocol (pings, timeouts) and the application alike, so a connection holds a single timer.
+    func tick(_ socket: WebSocketHandler, now: Int64) -> Int64?
+}
+
+extension WebSocketApplication {
+    func tick(_ socket: WebSocketHandler, now: Int64) -> Int64? { nil }
 }
 
 /// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
@@ -250,13 +257,18 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
 
     // MARK: Timer
 
+    /// The application's timing changed (a new token, for example): its next tick may be sooner.
+    func rescheduleTick() {
+        scheduleTick(now: clock())
+    }
+
     private func scheduleTick(now: Int64) {
         guard let context, !closed else { return }
-        guard let next = connection.tick(now: now, actions: &actions) else {
-            perform(context: context)
-            return
-        }
+        let applicationNext = application.tick(self, now: now)
+        guard !closed else { return }
+        let protocolNext = connection.tick(now: now, actions: &actions)
         perform(context: context)
+        guard let next = [applicationNext, protocolNext].compactMap({ $0 }).min(), !closed else { return }
         if let current = timerDeadline, current <= next, timer != nil { return }
         timer?.cancel()
         timerDeadline = next
