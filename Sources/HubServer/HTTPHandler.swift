@@ -24,6 +24,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The one timer that checks `requestDeadline`. It is never cancelled (cancelling is a linear search of the event
     /// loop's timers, which every WebSocket and SSE connection fills); when it fires early it checks again later.
     private var requestTimerArmed = false
+    private var requestTimer: Scheduled<Void>?
     /// Set while the handler is in the pipeline (for the request timer, which must not retain it).
     private var context: ChannelHandlerContext?
     /// An ingestion request whose events the broker is storing (with Redis, a round trip): not idle.
@@ -80,7 +81,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         requestTimerArmed = true
         // Neither the handler nor its context is kept alive by the timer: after an upgrade the whole HTTP stack
         // (decoder, encoder, this handler) is freed at once, not when the timer fires.
-        context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+        requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, let context = self.context else { return }
             self.requestTimerArmed = false
             guard !self.done, let current = self.requestDeadline else { return }
@@ -360,6 +361,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
             let ops = channel.pipeline.syncOperations
             try ops.addHandler(handler)
+            // Once per connection (not per request): the timer would otherwise hold its memory for up to
+            // request-timeout seconds.
+            requestTimer?.cancel()
+            requestTimer = nil
             ops.removeHandler(context: context, promise: nil)
             ops.removeHandler(encoder, promise: nil)
             ops.removeHandler(decoder, promise: nil)

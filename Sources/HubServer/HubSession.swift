@@ -8,7 +8,7 @@ final class HubSession: WebSocketApplication, EventSink {
     private let server: ServerContext
     private let resources: LoopResources
     private var principal: Principal?
-    private var subscriptions: [TopicKey: Subscription] = [:]
+    private var subscriptions = SubscriptionList()
     /// Strong while the socket is open (a plain load on every delivery, not a weak one); `didClose` breaks the cycle.
     private var socket: WebSocketHandler?
     // Deadlines (monotonic nanoseconds) that the socket's one timer serves through `tick`.
@@ -68,7 +68,7 @@ final class HubSession: WebSocketApplication, EventSink {
         if opened { server.metrics.connections(.webSocket).decrement() }
         opened = false
         backlog.removeAll()
-        for subscription in subscriptions.values { resources.router.unsubscribe(subscription, broker: server.broker) }
+        for subscription in subscriptions.items { resources.router.unsubscribe(subscription, broker: server.broker) }
         subscriptions.removeAll()
     }
 
@@ -145,7 +145,8 @@ final class HubSession: WebSocketApplication, EventSink {
             ("expires_at", .number(Double(verified.expiresAt)))]
         send(.object(reply))
         // A narrower token ends the subscriptions it no longer grants.
-        for (topic, subscription) in subscriptions where !verified.grants(topic.workspace) {
+        for subscription in subscriptions.items where !verified.grants(subscription.topic.workspace) {
+            let topic = subscription.topic
             resources.router.unsubscribe(subscription, broker: server.broker)
             subscriptions[topic] = nil
             send(.object([("type", .string("unsubscribed")), ("workspace", .string(topic.workspace)),
@@ -256,4 +257,29 @@ enum HubMessages {
         HubNativeDeflate.shared(ByteBuffer(string: #"{"type":"heartbeat"}"#), into: &compressed)
         return FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed)
     }()
+}
+
+/// A socket's subscriptions: usually a handful (at most `max-subscriptions`), so a small array rather than a hash
+/// table per connection.
+struct SubscriptionList {
+    private(set) var items: [Subscription] = []
+
+    var count: Int { items.count }
+
+    subscript(topic: TopicKey) -> Subscription? {
+        get { items.first { $0.topic == topic } }
+        set {
+            items.removeAll { $0.topic == topic }
+            if let newValue { items.append(newValue) }
+        }
+    }
+
+    mutating func removeValue(forKey topic: TopicKey) -> Subscription? {
+        guard let index = items.firstIndex(where: { $0.topic == topic }) else { return nil }
+        return items.remove(at: index)
+    }
+
+    mutating func removeAll() {
+        items.removeAll()
+    }
 }

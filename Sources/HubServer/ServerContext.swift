@@ -28,7 +28,10 @@ enum Route: Equatable {
 }
 
 /// What every connection of a server shares; immutable after start (the broker and limiter lock inside).
-struct ServerContext: Sendable {
+///
+/// A class, not a struct: every connection's handlers hold it, and a copy of the whole configuration in each of them
+/// was measured as hundreds of bytes per idle connection.
+final class ServerContext: Sendable {
     let configuration: ServerConfiguration
     let loops: LoopResourceTable
     let logger: Logger
@@ -49,6 +52,26 @@ struct ServerContext: Sendable {
     }
     /// Unix milliseconds.
     let wallClock: @Sendable () -> Int64
+
+    init(configuration: ServerConfiguration, loops: LoopResourceTable, logger: Logger, broker: Broker,
+        limiter: StreamLimiter, tokens: TokenVerifier, engine: EngineSignature, staticFiles: StaticFiles,
+        demo: DemoRunner?, metrics: HubMetrics, exposition: @escaping @Sendable () -> [UInt8], state: ServerState,
+        wallClock: @escaping @Sendable () -> Int64)
+    {
+        self.configuration = configuration
+        self.loops = loops
+        self.logger = logger
+        self.broker = broker
+        self.limiter = limiter
+        self.tokens = tokens
+        self.engine = engine
+        self.staticFiles = staticFiles
+        self.demo = demo
+        self.metrics = metrics
+        self.exposition = exposition
+        self.state = state
+        self.wallClock = wallClock
+    }
 
     func route(for uri: String) -> Route? {
         let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
