@@ -87,6 +87,9 @@ public final class HubServer: Sendable {
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // One read per readiness event: NIO keeps up to this many receive buffers per connection for reuse, and
+            // an idle watcher should hold one, not four.
+            .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelOption(.recvAllocator,
                 value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: configuration.receiveBufferInitial, maximum: 65536))
             .childChannelOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))

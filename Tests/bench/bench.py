@@ -518,7 +518,8 @@ def main():
         if "many" in only:
             results["many"] = steady(ctx, names, "ws", 100 if q else 1000, 1, (100 if q else 1000) * 20, 2 if q else 10)
         if "saturation" in only:
-            steps = [2000, 4000] if q else [50000, 100000, 150000, 200000, 250000, 300000, 350000, 400000]
+            steps = [2000, 4000] if q else [50000, 80000, 100000, 110000, 120000, 130000, 140000, 160000, 200000,
+                                            250000]
             nchan_first = sorted(names, key=lambda n: not n.startswith("nchan"))
             sat = {}
 
