@@ -29,8 +29,6 @@ final class ConnectionTable: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    var count: Int { state.withLockedValue { $0.channels.count } }
-
     /// Tracks `channel` until it closes.
     func add(_ channel: Channel) {
         let id = ObjectIdentifier(channel)

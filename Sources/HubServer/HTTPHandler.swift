@@ -21,9 +21,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var done = false
     /// When the request in progress (or the next one, on a kept-alive connection) must be complete; nil: no limit.
     private var requestDeadline: NIODeadline?
-    /// The one timer that checks `requestDeadline`. It is never cancelled (cancelling is a linear search of the event
-    /// loop's timers, which every WebSocket and SSE connection fills); when it fires early it checks again later.
-    private var requestTimerArmed = false
+    /// The one timer that checks `requestDeadline` (nil: none armed). It is not cancelled per request (cancelling is a
+    /// linear search of the event loop's timers, which every WebSocket and SSE connection fills); when it fires early
+    /// it checks again later.
     private var requestTimer: Scheduled<Void>?
     /// Set while the handler is in the pipeline (for the request timer, which must not retain it).
     private var context: ChannelHandlerContext?
@@ -73,17 +73,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func armRequestTimer(context: ChannelHandlerContext) {
         let deadline = NIODeadline.now() + .nanoseconds(nanoseconds(server.configuration.requestTimeoutSeconds))
         requestDeadline = deadline
-        guard !requestTimerArmed else { return }
+        guard requestTimer == nil else { return }
         checkRequestDeadline(context: context, at: deadline)
     }
 
     private func checkRequestDeadline(context: ChannelHandlerContext, at deadline: NIODeadline) {
-        requestTimerArmed = true
         // Neither the handler nor its context is kept alive by the timer: after an upgrade the whole HTTP stack
         // (decoder, encoder, this handler) is freed at once, not when the timer fires.
         requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, let context = self.context else { return }
-            self.requestTimerArmed = false
+            self.requestTimer = nil
             guard !self.done, let current = self.requestDeadline else { return }
             if current > .now() { return self.checkRequestDeadline(context: context, at: current) }
             let timeout = self.server.configuration.requestTimeoutSeconds
@@ -153,10 +152,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let isUpgrade = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         switch server.route(for: head.uri) {
         case .some(let route) where route.opensConnection && server.state.isDraining:
-            server.metrics.refused(.draining).increment()
-            respond(context: context, status: .serviceUnavailable, code: "draining",
-                message: "this hub is shutting down; connect again (another hub will answer)", close: true,
-                extraHeaders: [("Retry-After", "1")])
+            refuseWhileDraining(context: context)
         case .some(.echo):
             upgrade(context: context, head: head, application: EchoApplication(), maxMessageSize: server.configuration.echoMaxMessageSize,
                 budget: max(server.configuration.outboundBudget, 2 * server.configuration.echoMaxMessageSize + 1024))
@@ -326,11 +322,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 guard context.channel.isActive else { return self.server.limiter.release(lease) }
                 guard !self.server.state.isDraining else {
                     self.server.limiter.release(lease)
-                    self.server.metrics.refused(.draining).increment()
-                    self.respond(context: context, status: .serviceUnavailable, code: "draining",
-                        message: "this hub is shutting down; connect again (another hub will answer)", close: true,
-                        extraHeaders: [("Retry-After", "1")])
-                    return
+                    return self.refuseWhileDraining(context: context)
                 }
                 let stream = SSEHandler(server: self.server, resources: self.server.loops.resources(for: context.eventLoop),
                     topic: topic, since: since, principal: principal, origin: origin, lease: lease)
@@ -455,6 +447,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     message: "events could not be stored; retry", close: !keepAlive, extraHeaders: [("Retry-After", String(retry))])
             }
         }
+    }
+
+    /// A WebSocket or SSE request that arrives while the hub drains: 503, connect again (to another hub).
+    private func refuseWhileDraining(context: ChannelHandlerContext) {
+        server.metrics.refused(.draining).increment()
+        respond(context: context, status: .serviceUnavailable, code: "draining",
+            message: "this hub is shutting down; connect again (another hub will answer)", close: true,
+            extraHeaders: [("Retry-After", "1")])
     }
 
     private func refuse(context: ChannelHandlerContext, _ error: ProtocolError) {

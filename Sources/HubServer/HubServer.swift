@@ -132,11 +132,6 @@ public final class HubServer: Sendable {
         self.logger = logger
     }
 
-    /// Completes when the listener closes.
-    public func waitUntilClosed() async throws {
-        try await channel.closeFuture.get()
-    }
-
     /// Graceful drain: stops accepting, asks every watcher to reconnect elsewhere (WebSocket close 1012, a final SSE
     /// `reconnect` event), lets requests in flight finish, and waits up to `timeout` seconds for every connection to
     /// close; what is still open then is closed. Then the broker and the event loops stop.
@@ -171,12 +166,6 @@ public final class HubServer: Sendable {
         try? await group.shutdownGracefully()
         logger.notice("drained", metadata: ["connections": "\(open.count)", "forced": "\(forced)"])
         return DrainResult(connections: open.count, forced: forced)
-    }
-
-    public func shutdown() async throws {
-        try? await channel.close()
-        redis?.shutdown()
-        try await group.shutdownGracefully()
     }
 }
 

@@ -17,7 +17,6 @@ final class HubSession: WebSocketApplication, EventSink {
     private var tokenWarning: (at: Int64, principal: Principal)?
     private var tokenExpiry: (at: Int64, principal: Principal)?
     private var backlog = OutboundBacklog()
-    private var opened = false
 
     init(server: ServerContext, resources: LoopResources, principal: Principal?) {
         self.server = server
@@ -27,7 +26,6 @@ final class HubSession: WebSocketApplication, EventSink {
 
     func didOpen(_ socket: WebSocketHandler) {
         self.socket = socket
-        opened = true
         server.metrics.connections(.webSocket).increment()
         let now = WebSocketHandler.now()
         // `{"type":"heartbeat"}` every interval, so a browser can tell a silent hub from a dead one.
@@ -64,9 +62,8 @@ final class HubSession: WebSocketApplication, EventSink {
     }
 
     func didClose(_ socket: WebSocketHandler) {
+        if self.socket != nil { server.metrics.connections(.webSocket).decrement() }
         self.socket = nil
-        if opened { server.metrics.connections(.webSocket).decrement() }
-        opened = false
         backlog.removeAll()
         for subscription in subscriptions.items { resources.router.unsubscribe(subscription, broker: server.broker) }
         subscriptions.removeAll()
@@ -208,7 +205,7 @@ final class HubSession: WebSocketApplication, EventSink {
         }
         // The broker may answer at once, and writing that replay may have closed the socket already (a flush that
         // failed): then `didClose` ran before the subscription was stored, and it is undone here.
-        if !opened, let subscription = subscriptions.removeValue(forKey: topic) {
+        if socket == nil, let subscription = subscriptions.removeValue(forKey: topic) {
             resources.router.unsubscribe(subscription, broker: server.broker)
         }
     }

@@ -28,8 +28,8 @@ extension WebSocketApplication {
 /// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
 /// machine, actions out.
 ///
-/// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed once
-/// per connection per event-loop tick, a frame meant for many connections is built once by the caller and written
+/// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed by the
+/// loop's one flush pass (`LoopFlusher`), a frame meant for many connections is built once by the caller and written
 /// as the same buffer, and the connection keeps only a few bytes of partial header between reads.
 final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flushable {
     typealias InboundIn = ByteBuffer

@@ -231,19 +231,11 @@ struct Serve: AsyncParsableCommand {
         let resolved = try resolve()
         let config = resolved.server
         let level = resolved.logLevel
-        switch resolved.logFormat {
-        case .text:
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-        case .json:
-            LoggingSystem.bootstrap { label in
-                var handler = JSONLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
+        let format = resolved.logFormat
+        LoggingSystem.bootstrap { label in
+            var handler: LogHandler = format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
         }
         // Signals are caught before the listener opens, so a SIGTERM right after start-up drains too.
         let signals = SignalWaiter([SIGTERM, SIGINT])
