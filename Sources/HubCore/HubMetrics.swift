@@ -21,6 +21,7 @@ public final class HubMetrics: Sendable {
         case unavailable
         case badHandshake = "bad_handshake"
         case draining
+        case tooManyConnections = "too_many_connections"
     }
 
     /// Open watcher connections: WebSocket sessions on `/v1/ws` and SSE streams.

@@ -21,27 +21,50 @@ final class ServerState: Sendable {
     }
 }
 
-/// Every open connection of the server, so that a drain reaches each one and learns when the last one is gone.
+/// Every open connection of the server, so that a drain reaches each one and learns when the last one is gone, and
+/// how many each client address holds (for `maxConnectionsPerAddress`).
 final class ConnectionTable: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: Channel] = [:]
+        var perAddress: [String: Int] = [:]
         var whenEmpty: [EventLoopPromise<Void>] = []
     }
     private let state = NIOLockedValueBox(State())
+    /// Connections one address may hold (0: no limit).
+    private let perAddressLimit: Int
 
-    /// Tracks `channel` until it closes.
-    func add(_ channel: Channel) {
+    init(perAddressLimit: Int = 0) {
+        self.perAddressLimit = perAddressLimit
+    }
+
+    /// Tracks `channel` until it closes. False, and not tracked, when its address already holds the limit.
+    func add(_ channel: Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        state.withLockedValue { $0.channels[id] = channel }
+        let address = perAddressLimit > 0 ? channel.remoteAddress?.ipAddress : nil
+        let admitted = state.withLockedValue { state -> Bool in
+            if let address {
+                let held = state.perAddress[address, default: 0]
+                guard held < perAddressLimit else { return false }
+                state.perAddress[address] = held + 1
+            }
+            state.channels[id] = channel
+            return true
+        }
+        guard admitted else { return false }
         channel.closeFuture.whenComplete { [self] _ in
             let waiters = state.withLockedValue { state -> [EventLoopPromise<Void>] in
                 state.channels[id] = nil
+                if let address {
+                    let held = state.perAddress[address, default: 1] - 1
+                    state.perAddress[address] = held > 0 ? held : nil
+                }
                 guard state.channels.isEmpty else { return [] }
                 defer { state.whenEmpty = [] }
                 return state.whenEmpty
             }
             waiters.forEach { $0.succeed() }
         }
+        return true
     }
 
     var all: [Channel] { state.withLockedValue { Array($0.channels.values) } }

@@ -73,7 +73,7 @@ public final class HubServer: Sendable {
             limiter = LocalStreamLimiter(limit: configuration.maxSSEPerWorkspace)
         }
         let state = ServerState()
-        let connections = ConnectionTable()
+        let connections = ConnectionTable(perAddressLimit: configuration.maxConnectionsPerAddress)
         let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group, metrics: metrics), logger: logger,
             broker: broker, limiter: limiter,
             tokens: TokenVerifier(secret: Array(configuration.tokenSecret.utf8)),
@@ -83,6 +83,7 @@ public final class HubServer: Sendable {
             wallClock: ServerContext.systemWallClock)
         demo?.start(server: context, eventLoop: group.next())
         let budget = configuration.outboundBudget
+        let perAddressLimit = configuration.maxConnectionsPerAddress
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -94,7 +95,13 @@ public final class HubServer: Sendable {
                 value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: configuration.receiveBufferInitial, maximum: 65536))
             .childChannelOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
             .childChannelInitializer { channel in
-                connections.add(channel)
+                guard connections.add(channel) else {
+                    metrics.refused(.tooManyConnections).increment()
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ConnectionRefusal(limit: perAddressLimit))
+                    }
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     let encoder = HTTPResponseEncoder()
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))

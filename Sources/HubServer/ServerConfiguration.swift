@@ -16,6 +16,9 @@ public struct ServerConfiguration: Sendable {
     public var maxHeaderBytes = 8 * 1024
     /// Seconds a client has to send a complete request head (slow senders are answered 408 and closed).
     public var requestTimeoutSeconds = 10.0
+    /// Connections one client address may hold open at once (0: no limit). Further ones are answered 429 and closed.
+    /// Behind a proxy every connection comes from the proxy's address: limit there, or raise this.
+    public var maxConnectionsPerAddress = 0
 
     /// Seconds between WebSocket pings to a quiet peer (0 disables).
     public var heartbeatSeconds = 15.0
@@ -125,6 +128,7 @@ public struct ServerConfiguration: Sendable {
         try require(maxMessageSize >= maxFrameSize || maxMessageSize >= 125, "max-message-size", "must be at least 125 bytes")
         try require(maxHeaderBytes >= 256, "max-header-bytes", "must be at least 256 bytes")
         try require(requestTimeoutSeconds > 0, "request-timeout", "must be more than 0 seconds")
+        try require(maxConnectionsPerAddress >= 0, "max-connections-per-address", "must be 0 (no limit) or more")
         try require(heartbeatSeconds >= 0, "heartbeat", "must be 0 (off) or more seconds")
         try require(pongTimeoutSeconds > 0, "pong-timeout", "must be more than 0 seconds")
         try require(closeTimeoutSeconds > 0, "close-timeout", "must be more than 0 seconds")

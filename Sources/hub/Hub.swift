@@ -69,6 +69,8 @@ struct Serve: AsyncParsableCommand {
     var maxHeaderBytes: Int?
     @Option(help: "Seconds to send a complete request head; slower gets 408 (HUB_REQUEST_TIMEOUT; default 10).")
     var requestTimeout: Double?
+    @Option(help: "Connections one client address may hold open; more get 429; 0 for no limit (HUB_MAX_CONNECTIONS_PER_ADDRESS; default 0).")
+    var maxConnectionsPerAddress: Int?
     @Option(help: "Seconds between pings to a quiet WebSocket peer; 0 disables (HUB_HEARTBEAT; default 15).")
     var heartbeat: Double?
     @Option(help: "Seconds a peer has to answer a ping (HUB_PONG_TIMEOUT; default 10).") var pongTimeout: Double?
@@ -162,6 +164,9 @@ struct Serve: AsyncParsableCommand {
         if let v = try setting(maxMessageSize, env: "HUB_MAX_MESSAGE_SIZE", parse: { Int($0) }) { c.maxMessageSize = v }
         if let v = try setting(maxHeaderBytes, env: "HUB_MAX_HEADER_BYTES", parse: { Int($0) }) { c.maxHeaderBytes = v }
         if let v = try setting(requestTimeout, env: "HUB_REQUEST_TIMEOUT", parse: { Double($0) }) { c.requestTimeoutSeconds = v }
+        if let v = try setting(maxConnectionsPerAddress, env: "HUB_MAX_CONNECTIONS_PER_ADDRESS", parse: { Int($0) }) {
+            c.maxConnectionsPerAddress = v
+        }
         if let v = try setting(heartbeat, env: "HUB_HEARTBEAT", parse: { Double($0) }) { c.heartbeatSeconds = v }
         if let v = try setting(pongTimeout, env: "HUB_PONG_TIMEOUT", parse: { Double($0) }) { c.pongTimeoutSeconds = v }
         if let v = try setting(closeTimeout, env: "HUB_CLOSE_TIMEOUT", parse: { Double($0) }) { c.closeTimeoutSeconds = v }
