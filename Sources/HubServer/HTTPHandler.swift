@@ -102,6 +102,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     message: "request head larger than \(server.configuration.maxHeaderBytes) bytes", close: true)
                 return
             }
+            if let problem = HTTPRequestShape.problem(head) {
+                respond(context: context, status: problem.status, code: problem.code, message: problem.message, close: true)
+                return
+            }
             switch server.route(for: head.uri) {
             case .some(let route) where route.isWebSocket && head.method != .GET:
                 // Refuse a wrong method at once, without waiting for a body.
@@ -140,8 +144,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 respond(context: context, status: .requestHeaderFieldsTooLarge, code: "headers_too_large",
                     message: "request head too large", close: true)
             } else {
+                // The parser names most faults; the ones it calls `unknown` are framing faults such as
+                // Content-Length together with Transfer-Encoding, or a Transfer-Encoding listed twice.
+                let what = parseError == .unknown ? "conflicting or invalid message framing headers" : "\(parseError)"
                 respond(context: context, status: .badRequest, code: "malformed_request",
-                    message: "malformed HTTP request: \(parseError)", close: true)
+                    message: "malformed HTTP request: \(what)", close: true)
             }
         } else {
             context.close(promise: nil)
