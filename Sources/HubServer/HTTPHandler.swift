@@ -239,18 +239,20 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Watchers
 
     /// The watcher's token: `Authorization: Bearer`, then `access_token` in the query, then the `hub_token` cookie.
-    private func token(_ head: HTTPRequestHead, headerAndCookie: Bool) -> String? {
+    private func token(_ head: HTTPRequestHead, headerAndCookie: Bool) -> (token: String, fromCookie: Bool)? {
         if headerAndCookie, let auth = head.headers.first(name: "Authorization") {
             let parts = auth.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]).trimmingCharacters(in: " ") }
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                return (String(parts[1]).trimmingCharacters(in: " "), false)
+            }
         }
-        if let t = queryParameters(head.uri)["access_token"] { return t }
+        if let t = queryParameters(head.uri)["access_token"] { return (t, false) }
         if headerAndCookie {
             for cookieHeader in head.headers["Cookie"] {
                 for pair in cookieHeader.split(separator: ";") {
                     let kv = pair.split(separator: "=", maxSplits: 1)
                     if kv.count == 2, kv[0].trimmingCharacters(in: " ") == "hub_token" {
-                        return String(kv[1]).trimmingCharacters(in: " ")
+                        return (String(kv[1]).trimmingCharacters(in: " "), true)
                     }
                 }
             }
@@ -276,7 +278,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func openHubSocket(context: ChannelHandlerContext, head: HTTPRequestHead) {
         guard !originRefused(context: context, head: head) else { return }
         var principal: Principal?
-        if let token = token(head, headerAndCookie: false) {
+        if let (token, _) = token(head, headerAndCookie: false) {
             do {
                 principal = try server.tokens.verify(token, now: server.nowSeconds)
             } catch {
@@ -291,11 +293,20 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func openStream(context: ChannelHandlerContext, head: HTTPRequestHead, topic: TopicKey) {
         guard !originRefused(context: context, head: head) else { return }
-        guard let token = token(head, headerAndCookie: true) else {
+        guard let (token, fromCookie) = token(head, headerAndCookie: true) else {
             server.metrics.refused(.unauthenticated).increment()
             respond(context: context, status: .unauthorized, code: "unauthenticated",
                 message: "a token is required: Authorization: Bearer, ?access_token= or the hub_token cookie", close: true,
                 extraHeaders: [("WWW-Authenticate", "Bearer")])
+            return
+        }
+        // A browser sends the cookie along with a request that any site's page starts: a cross-origin request may
+        // use it only from an origin listed by name, never through "*".
+        if fromCookie, let origin = head.headers.first(name: "Origin"), !server.originListed(origin) {
+            server.metrics.refused(.originNotAllowed).increment()
+            respond(context: context, status: .forbidden, code: "origin_not_allowed",
+                message: "origin \(origin) may not authenticate with the hub_token cookie: only origins listed in allowed-origin may",
+                close: true)
             return
         }
         let principal: Principal

@@ -50,12 +50,14 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 Double(max(principal.expiresAt - server.nowSeconds, 0)))))
     }
 
-    /// The response head. A browser page from an allowed other origin gets the CORS headers EventSource needs
-    /// (credentials included, for the cookie).
+    /// The response head. A browser page from an allowed other origin gets the CORS headers EventSource needs; only
+    /// an origin listed by name (not through "*") may send credentials (the cookie).
     func responseHead() -> ByteBuffer {
         var head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
         if let origin {
-            head += "Access-Control-Allow-Origin: \(origin)\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+            head += "Access-Control-Allow-Origin: \(origin)\r\n"
+            if server.originListed(origin) { head += "Access-Control-Allow-Credentials: true\r\n" }
+            head += "Vary: Origin\r\n"
         }
         return ByteBuffer(string: head + "Connection: close\r\n\r\n")
     }

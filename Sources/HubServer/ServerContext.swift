@@ -106,6 +106,11 @@ final class ServerContext: Sendable {
         return configuration.allowedOrigins.contains("*") || configuration.allowedOrigins.contains(origin)
     }
 
+    /// Whether `origin` is allowed by name (not only through "*"): such pages may use credentials (the cookie).
+    func originListed(_ origin: String) -> Bool {
+        configuration.allowedOrigins.contains(origin)
+    }
+
     var nowSeconds: Int64 { wallClock() / 1000 }
 
     static func systemWallClock() -> Int64 {
