@@ -34,9 +34,11 @@ def signed_headers(body: bytes, ts=None, secret=ENGINE_SECRET):
             "X-Hub-Signature": signature(body, ts, secret)}
 
 
-def request(hub, method, path, body=None, headers=None, timeout=10.0):
-    """One request on a fresh connection; returns (status, headers with lower-case names, body bytes)."""
-    conn = http.client.HTTPConnection(hub.host, hub.port, timeout=timeout)
+def request(hub, method, path, body=None, headers=None, timeout=10.0, source=None):
+    """One request on a fresh connection (from local address `source`, if given); returns (status, headers with
+    lower-case names, body bytes)."""
+    conn = http.client.HTTPConnection(hub.host, hub.port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -336,10 +338,10 @@ def strip_type(msg):
 
 # --- metrics -------------------------------------------------------------------------------------------------------
 
-def scrape(hub):
+def scrape(hub, source=None):
     """GET /metrics, parsed: {"name" or "name{label=value,...}": float}. Checks the content type and that every
     sample line belongs to a declared metric family."""
-    status, headers, body = request(hub, "GET", "/metrics")
+    status, headers, body = request(hub, "GET", "/metrics", source=source)
     assert status == 200, (status, body)
     assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     samples, families = {}, set()
