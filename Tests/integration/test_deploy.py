@@ -61,11 +61,13 @@ def k8s_object(kind):
 
 # --- nginx config, shared with test_nginx.py -----------------------------------------------------------------------
 
-def nginx_site(upstream_port, listen_port):
-    """Deploy/nginx/hub.conf with exactly two changes: the upstream hub's port and the listening address."""
+def nginx_site(upstream_port, listen_port, access_log="/var/log/nginx/hub-access.log"):
+    """Deploy/nginx/hub.conf with exactly three changes: the upstream hub's port, the listening address and the
+    access log's path."""
     text = (DEPLOY / "nginx" / "hub.conf").read_text()
     for old, new in (("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream_port};"),
-                     ("listen 80;", f"listen 127.0.0.1:{listen_port};")):
+                     ("listen 80;", f"listen 127.0.0.1:{listen_port};"),
+                     ("access_log /var/log/nginx/hub-access.log ", f"access_log {access_log} ")):
         assert text.count(old) == 1, old
         text = text.replace(old, new)
     return text
@@ -231,14 +233,14 @@ def test_shipped_config_file_is_read_by_the_hub(tmp_path, source):
 # --- nginx ---------------------------------------------------------------------------------------------------------
 
 def test_nginx_config_passes_nginx_t(tmp_path):
-    conf = nginx_main_conf(tmp_path, nginx_site(8080, 18080))
+    conf = nginx_main_conf(tmp_path, nginx_site(8080, 18080, tmp_path / "access.log"))
     result = subprocess.run(nginx_command(conf, "-t"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [f"nginx: the configuration file {conf} syntax is ok",
                                           f"nginx: configuration file {conf} test is successful"]
 
     # A mistake is caught: a directive that does not exist.
-    conf = nginx_main_conf(tmp_path, nginx_site(8080, 18080).replace("proxy_buffering off;", "proxy_bufering off;", 1))
+    conf = nginx_main_conf(tmp_path, nginx_site(8080, 18080, tmp_path / "access.log").replace("proxy_buffering off;", "proxy_bufering off;", 1))
     result = subprocess.run(nginx_command(conf, "-t"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert 'unknown directive "proxy_bufering"' in result.stderr

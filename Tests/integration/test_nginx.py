@@ -1,5 +1,5 @@
-"""End to end through a real nginx running the shipped Deploy/nginx/hub.conf (only its upstream port and listening
-address changed, see test_deploy.nginx_site). Events are posted one at a time and each must reach the watcher
+"""End to end through a real nginx running the shipped Deploy/nginx/hub.conf (only its upstream port, listening
+address and access log path changed, see test_deploy.nginx_site). Events are posted one at a time and each must reach the watcher
 within 2 s before the next is posted: a proxy that buffers a stream fails here. nginx is started and stopped by
 the test, on a free loopback port; it never depends on a system nginx service."""
 import http.client
@@ -12,7 +12,7 @@ import pytest
 
 import hubclient as hc
 from conftest import free_port, terminate
-from hubclient import Watcher, exec_event, ingest, log_event, mint, node_event, open_live_sse
+from hubclient import Watcher, exec_event, ingest, log_event, mint, node_event, open_live_sse, open_sse
 from test_deploy import nginx_command, nginx_main_conf, nginx_site
 
 LOCKSTEP_TIMEOUT = 2.0
@@ -25,7 +25,8 @@ class Nginx:
 
     def __init__(self, tmp_path, hub, timeout=10.0):
         self.port = free_port()
-        self.conf = nginx_main_conf(tmp_path, nginx_site(hub.port, self.port))
+        self.access_log = tmp_path / "hub-access.log"
+        self.conf = nginx_main_conf(tmp_path, nginx_site(hub.port, self.port, self.access_log))
         self.proc = subprocess.Popen(nginx_command(self.conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
@@ -141,3 +142,24 @@ def test_plain_routes_through_nginx(proxied):
     assert content_type.startswith("text/plain")
     status, _, _ = get(nginx, "/metrics", source="127.0.0.2")
     assert status == 403
+
+
+def test_tokens_in_query_strings_stay_out_of_nginx_access_log(proxied):
+    """EventSource and the browser WebSocket carry the token in the URL; the shipped access log format drops the
+    query string, so the token is never written, while each request is still logged."""
+    hub, nginx = proxied
+    token = mint(["w1"])
+    watcher = Watcher(nginx, token)
+    watcher.subscribe("w1", "e7", expect_seq=0)
+    watcher.close()
+    stream = open_sse(nginx, "w1", "e7", query=f"access_token={token}&last_event_id=0")
+    assert stream.status == 200 and stream.next() == {"retry": 3000}
+    stream.close()
+    # nginx writes an access log line when a request ends; stopping it gracefully ends every request first.
+    nginx.stop()
+    lines = [l for l in nginx.access_log.read_text().splitlines() if "/v1/ws" in l or "/stream" in l]
+    assert len(lines) == 2, lines
+    assert '"GET /v1/ws HTTP/1.1" 101 ' in lines[0]
+    assert '"GET /api/v1/workspaces/w1/executions/e7/stream HTTP/1.1" 200 ' in lines[1]
+    text = nginx.access_log.read_text()
+    assert token not in text and token.rsplit(".", 1)[1] not in text and "access_token" not in text
