@@ -96,6 +96,7 @@ def test_tokens_and_secrets_never_reach_the_log(tmp_path, log_format):
     cookie; on routes that exist and that do not) and a Redis password, nothing secret is written to the log."""
     password = "redis-password-7f3a9c"
     redis = RedisServer(tmp_path, "--requirepass", password)
+    hub = None
     try:
         hub = Hub(*W, "--log-level", "trace", "--log-format", log_format,
                   "--redis", f"redis://:{password}@127.0.0.1:{redis.port}")
@@ -137,6 +138,8 @@ def test_tokens_and_secrets_never_reach_the_log(tmp_path, log_format):
         for secret in secrets:
             assert secret not in text
     finally:
+        if hub is not None:
+            hub.stop()
         redis.stop()
 
 
