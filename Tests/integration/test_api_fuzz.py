@@ -64,7 +64,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import Hub
-from hubclient import (ENGINE_SECRET, SECRET_ARGS, TOKEN_SECRET, b64url, ingest, log_event, mint, open_live_sse,
+from hubclient import (ENGINE_SECRET, SECRET_ARGS, TOKEN_SECRET, b64url, exec_event, ingest, log_event, mint, open_live_sse,
                        post_raw, request, scrape, signature, signed_headers, sse_path)
 from protocol_schemas import is_valid
 
@@ -160,6 +160,29 @@ def test_attempt_below_its_minimum_names_the_range(hub_factory):
     assert (status, json.loads(data)) == (400, {
         "error": "invalid_event", "field": "data.attempt",
         "message": "data.attempt must be an integer from 1 to 9007199254740991"})
+
+
+@pytest.mark.parametrize("timestamp", ["2000-02-31T00:00:00Z", "2001-02-29T00:00:00Z", "2100-02-29T00:00:00Z",
+                                       "2016-12-31T23:59:60Z"])
+def test_timestamp_of_a_day_that_does_not_exist_is_refused(hub_factory, timestamp):
+    hub = hub_factory(*SECRET_ARGS)
+    body = ('{"event":"execution.started","execution_id":"0","workspace_id":"0","timestamp":"%s"}' % timestamp).encode()
+    status, _, data = signed_post(hub, body)
+    assert (status, json.loads(data)) == (400, {
+        "error": "invalid_event", "field": "timestamp",
+        "message": "timestamp must be an RFC 3339 date-time such as 2026-11-25T12:00:00Z"})
+
+
+def test_leap_days_are_accepted_and_delivered_as_sent(hub_factory):
+    hub = hub_factory(*SECRET_ARGS)
+    s = open_live_sse(hub, "w1", "e1", mint(workspaces=["w1"]))
+    try:
+        for i, timestamp in enumerate(["2000-02-29T00:00:00Z", "2024-02-29T23:59:59.999+05:30"]):
+            assert ingest(hub, exec_event("e1", "execution.started", timestamp=timestamp)) == [
+                {"execution_id": "e1", "workspace_id": "w1", "seq": i + 1, "duplicate": False}]
+            assert s.next_message()["json"]["timestamp"] == timestamp
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("query, header, message", [
