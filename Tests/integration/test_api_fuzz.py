@@ -53,6 +53,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.transport import STREAM_CUT_SHORT_ATTRIBUTE
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -70,7 +71,10 @@ from hubclient import (ENGINE_SECRET, SECRET_ARGS, TOKEN_SECRET, b64url, exec_ev
                        post_raw, request, scrape, signature, signed_headers, sse_path)
 from protocol_schemas import is_valid
 
-OPENAPI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "Protocol", "openapi.yaml")
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+OPENAPI = os.path.join(ROOT, "Protocol", "openapi.yaml")
+# Hypothesis keeps caches in ./.hypothesis unless told otherwise: keep them under .build, out of the source tree.
+set_hypothesis_home_dir(os.path.join(ROOT, ".build", "hypothesis"))
 EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "500"))
 SEED = int(os.environ.get("HUB_FUZZ_SEED", "20261125"))
 MAX_INGEST_BYTES = 1048576
