@@ -261,10 +261,14 @@ private struct Fields {
         return s
     }
 
+    /// The largest integer an event field may hold: 2^53 - 1. Beyond it a JSON number no longer names one integer
+    /// (9007199254740993 parses as 9007199254740992), and watchers' JSON parsers would round it (RFC 7493 §2.2).
+    static let maxInteger: Int64 = 9_007_199_254_740_991
+
     mutating func optionalInteger(_ key: String, minimum: Int64) throws(IngestDecoder.Failure) -> Int64? {
         guard let v = take(key) else { return nil }
-        guard let i = v.integerValue, i >= minimum else {
-            throw .invalidEvent(field: path(key), message: "must be an integer of at least \(minimum)")
+        guard let i = v.integerValue, i >= minimum, i <= Fields.maxInteger else {
+            throw .invalidEvent(field: path(key), message: "must be an integer from \(minimum) to \(Fields.maxInteger)")
         }
         return i
     }

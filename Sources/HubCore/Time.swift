@@ -26,6 +26,14 @@ public enum RFC3339 {
     }
 
     /// Whether `text` is an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`).
+    static func daysIn(month: Int, year: Int) -> Int {
+        switch month {
+        case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
     public static func isValid(_ text: String) -> Bool {
         let b = Array(text.utf8)
         func digits(_ from: Int, _ count: Int) -> Int? {
@@ -37,11 +45,15 @@ public enum RFC3339 {
             }
             return v
         }
-        guard b.count >= 20, let _ = digits(0, 4), b[4] == 0x2D, let month = digits(5, 2), b[7] == 0x2D,
+        guard b.count >= 20, let year = digits(0, 4), b[4] == 0x2D, let month = digits(5, 2), b[7] == 0x2D,
             let day = digits(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"), let hour = digits(11, 2),
             b[13] == 0x3A, let minute = digits(14, 2), b[16] == 0x3A, let second = digits(17, 2)
         else { return false }
-        guard (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second <= 60 else { return false }
+        // RFC 3339 §5.7: the day must exist in its month and year. Leap seconds (60) are refused: watchers'
+        // JavaScript Date cannot parse them, and JSON Schema validators disagree on where they may stand.
+        guard (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day), hour < 24, minute < 60,
+            second < 60
+        else { return false }
         var i = 19
         if i < b.count, b[i] == UInt8(ascii: ".") {
             i += 1

@@ -321,11 +321,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 message: "the token does not grant workspace \(topic.workspace)", close: true)
             return
         }
+        // Both resume points are checked when both are sent: a browser's EventSource adds Last-Event-ID when it
+        // reconnects to a URL that may carry last_event_id, and the header, the later position, wins.
         var since: UInt64?
-        if let raw = head.headers.first(name: "Last-Event-ID") ?? queryParameters(head.uri)["last_event_id"] {
-            guard let n = UInt64(raw.trimmingCharacters(in: " ")) else {
+        let resumePoints = [("last_event_id", queryParameters(head.uri)["last_event_id"]),
+            ("Last-Event-ID", head.headers.first(name: "Last-Event-ID")?.trimmingCharacters(in: " "))]
+        for case let (name, raw?) in resumePoints {
+            guard !raw.isEmpty, raw.utf8.allSatisfy({ (48...57).contains($0) }), let n = UInt64(raw) else {
                 respond(context: context, status: .badRequest, code: "invalid_last_event_id",
-                    message: "Last-Event-ID must be a sequence number", close: true)
+                    message: "\(name) must be a decimal integer from 0 to \(UInt64.max)", close: true)
                 return
             }
             since = n

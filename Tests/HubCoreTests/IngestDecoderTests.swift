@@ -75,7 +75,10 @@ final class IngestDecoderTests: XCTestCase {
         expectField(#"{"event":"node.completed","execution_id":"e1","workspace_id":"w1","node_key":"n","data":{}}"#,
             "data.duration_ms", "is required")
         expectField(#"{"events":[{"event":"node.started","execution_id":"e1","workspace_id":"w1","node_key":"n"},{"event":"node.completed","execution_id":"e1","workspace_id":"w1","node_key":"n","data":{"duration_ms":-1}}]}"#,
-            "events[1].data.duration_ms", "must be an integer of at least 0")
+            "events[1].data.duration_ms", "must be an integer from 0 to 9007199254740991")
+        // 2^53 is where a JSON number stops naming one integer (9007199254740993 parses as 9007199254740992).
+        expectField(#"{"event":"node.completed","execution_id":"e1","workspace_id":"w1","node_key":"n","data":{"duration_ms":9007199254740992}}"#,
+            "data.duration_ms", "must be an integer from 0 to 9007199254740991")
         expectField(#"{"event":"execution.started","execution_id":"e1","workspace_id":"w1","node_key":"n"}"#,
             "node_key", "not allowed on execution.started events")
         expectField(#"{"event":"node.started","execution_id":"e1","workspace_id":"w1"}"#, "node_key", "is required")

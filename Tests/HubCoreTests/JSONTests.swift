@@ -44,11 +44,17 @@ final class TimeTests: XCTestCase {
     }
 
     func testValidation() {
-        for good in ["2026-11-25T12:00:00Z", "2026-11-25T12:00:00.5+01:00", "2026-11-25t12:00:00.123456-05:30"] {
+        for good in ["2026-11-25T12:00:00Z", "2026-11-25T12:00:00.5+01:00", "2026-11-25t12:00:00.123456-05:30",
+            "2000-02-29T00:00:00Z", "2016-12-31T23:59:59Z"]
+        {
             XCTAssertTrue(RFC3339.isValid(good), good)
         }
         for bad in ["2026-11-25", "2026-13-01T00:00:00Z", "2026-11-25T12:00:00", "2026-11-25T24:00:00Z", "2026-11-25T12:00:00.Z",
-            "2026-11-25T12:00:00+0100", "yesterday"]
+            "2026-11-25T12:00:00+0100", "yesterday",
+            // RFC 3339 §5.7: the day exists in its month and year. Leap seconds (60) are refused: watchers'
+            // JavaScript Date cannot parse them.
+            "2026-02-31T00:00:00Z", "2026-04-31T00:00:00Z", "2100-02-29T00:00:00Z", "2001-02-29T00:00:00Z",
+            "2026-11-25T12:00:60Z", "2016-12-31T23:59:60Z"]
         {
             XCTAssertFalse(RFC3339.isValid(bad), bad)
         }

@@ -128,7 +128,7 @@ def test_openapi_describes_every_endpoint():
     paths = spec["paths"]
     assert set(paths["/v1/jobs/progress"]["post"]["responses"]) >= {"202", "400", "401", "403", "405", "413", "415", "503"}
     sse = paths["/api/v1/workspaces/{workspace}/executions/{execution}/stream"]["get"]
-    assert set(sse["responses"]) >= {"200", "400", "401", "403", "429"}
+    assert set(sse["responses"]) >= {"200", "400", "401", "403", "404", "405", "429"}
     assert "text/event-stream" in sse["responses"]["200"]["content"]
     assert {next(iter(req)) for req in sse["security"]} == {"bearerToken", "accessTokenQuery", "hubTokenCookie"}
     assert set(paths["/v1/ws"]["get"]["responses"]) >= {"101", "400", "401", "403", "426"}
