@@ -31,9 +31,9 @@ timeout 1800 bash Tests/autobahn/run.sh "$root/.build/debug/hub" "$shared/tools/
 echo "== integration tests"
 HUB_BIN="$root/.build/debug/hub" timeout 2400 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 Tests/integration
 
-echo "== stream tests again, every hub of a test on one real redis-server"
+echo "== stream tests and API fuzzing again, every hub of a test on one real redis-server"
 HUB_BIN="$root/.build/debug/hub" timeout 1200 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 --broker redis \
-  Tests/integration/test_streams.py
+  Tests/integration/test_streams.py Tests/integration/test_api_fuzz.py
 
 echo "== benchmark smoke run (release builds; the hub and Nchan, small, every message checked)"
 timeout 900 swift build -c release --product hub 2>&1 | tail -n 1
