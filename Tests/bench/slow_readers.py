@@ -32,7 +32,11 @@ Criteria (exit status 1 if any fails):
   * the fast subscribers lose nothing, see no duplicate and nothing out of order, and none is disconnected.
 
     python3 Tests/bench/slow_readers.py                           # 10,000 subscribers, 100 slow (about 6 minutes)
-    python3 Tests/bench/slow_readers.py --subscribers 1000 --slow 10 --executions 10 --rate 20 --pairs 1   # CI
+    python3 Tests/bench/slow_readers.py --subscribers 1000 --slow 10 --executions 10 --rate 20 --phase 30 \
+        --pairs 2 --latency-ratio 2                               # the CI version (about 3 minutes)
+
+The CI version allows the fast p99 to double: with 1,000 subscribers, four short phases and a shared machine its p99
+is a handful of events and moves more than 20% between phases of the same kind; the 1.2x criterion is the full run's.
 
 Settings of the hub for the run, and why:
   --outbound-budget 65536   lowered from 1 MiB, so a stopped reader reaches it within a phase at this traffic;

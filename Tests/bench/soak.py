@@ -16,7 +16,8 @@ Criteria (exit status 1 if any fails):
     each answered, and heartbeat messages; SSE heartbeat comments).
 
     python3 Tests/bench/soak.py                                   # 19,000 connections for 10 minutes (about 13 min)
-    python3 Tests/bench/soak.py --connections 2000 --duration 60 --warmup 20 --heartbeat 2 --history 20000  # CI
+    python3 Tests/bench/soak.py --connections 2000 --executions 100 --rate 50 --warmup 20 --duration 60 \
+        --heartbeat 2 --history 20000                             # the CI version (about 2 minutes)
 
 Needs release builds of `hub` and `loadgen` (the script builds them unless --bin is given) and `taskset`.
 """
