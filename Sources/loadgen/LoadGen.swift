@@ -25,7 +25,8 @@ struct Subscribe: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: """
         Opens --connections subscribers spread over --channels channels and the --source addresses, prints \
         `ready <ok> <failed>`, then answers commands on standard input: `reset <epoch>` (count only that epoch from \
-        now on), `report` (one JSON line), `quit`.
+        now on), `pause [count]` (stop reading on the first count subscribers, default all), `resume` (read again on \
+        all), `report` (one JSON line), `quit`.
         """)
 
     @Option var server: String = "hub"
@@ -39,6 +40,10 @@ struct Subscribe: ParsableCommand {
     @Option var token = ""
     @Option(help: "Comma-separated local addresses to connect from (127.0.0.x).") var source = "127.0.0.1"
     @Option(help: "Connection attempts in flight at once.") var concurrency = 256
+    @Option(help: "SO_RCVBUF of each connection in bytes (0: the kernel's default).") var rcvbuf = 0
+    @Option(help: "TCP_MAXSEG of each connection (0: the default; loopback's is about 64 KiB).") var mss = 0
+    @Flag(help: "When the server closes a connection, open another that resumes after the last seq received.")
+    var reconnect = false
 
     func run() throws {
         guard let server = ServerKind(rawValue: server), let transport = Transport(rawValue: transport) else {
@@ -46,13 +51,14 @@ struct Subscribe: ParsableCommand {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
-        let set = SubscriberSet(loop: loop, server: server, transport: transport, host: host, port: port,
+        let settings = SubscriberSet.Settings(server: server, transport: transport, host: host, port: port,
             names: channelNames(prefix: channelPrefix, count: channels), workspace: workspace, token: token,
-            sources: source.split(separator: ",").map(String.init), total: connections)
+            sources: source.split(separator: ",").map(String.init), total: connections, receiveBuffer: rcvbuf,
+            maximumSegment: mss, reconnect: reconnect)
+        let set = SubscriberSet(loop: loop, settings: settings)
         try loop.submit { set.start(concurrency: concurrency) }.wait()
         let stats = set.stats
-        let ready = set.ready
-        let (ok, failed) = try ready.futureResult.wait()
+        let (ok, failed) = try set.ready.futureResult.wait()
         writeLine("ready \(ok) \(failed)")
         while let line = readLine() {
             let words = line.split(separator: " ")
@@ -61,8 +67,15 @@ struct Subscribe: ParsableCommand {
                 let epoch = UInt32(words.count > 1 ? words[1] : "0") ?? 0
                 try loop.submit { stats.reset(epoch: epoch) }.wait()
                 writeLine("ok")
+            case "pause":
+                let count = words.count > 1 ? Int(words[1]) ?? connections : connections
+                try loop.submit { set.pause(count: count) }.wait()
+                writeLine("ok")
+            case "resume":
+                try loop.submit { set.resume() }.wait()
+                writeLine("ok")
             case "report":
-                writeLine(try loop.submit { report(stats, open: set.channels.filter { $0.isActive }.count) }.wait())
+                writeLine(try loop.submit { report(set) }.wait())
             case "quit":
                 return
             default:
@@ -71,103 +84,24 @@ struct Subscribe: ParsableCommand {
         }
     }
 
-    private func report(_ stats: SubscriberStats, open: Int) -> String {
+    private func report(_ set: SubscriberSet) -> String {
+        let stats = set.stats
         let h = stats.histogram
         var values: [String] = []
         for v in h.recordedValues() { values.append("[\(v.value),\(v.count)]") }
         let pct = { (p: Double) in h.totalCount == 0 ? 0 : h.valueAtPercentile(p) }
+        let codes = stats.closeCodes.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",")
         return """
-            {"open":\(open),"closed_by_server":\(stats.closedByServer),"received":\(stats.received),\
+            {"opened":\(set.openedCount),"open":\(set.openCount),"closed_by_server":\(stats.closedByServer),\
+            "close_codes":{\(codes)},"reconnects":\(stats.reconnects),"reconnect_failures":\(stats.reconnectFailures),\
+            "truncated":\(stats.truncated),"pings":\(stats.pings),"pongs":\(stats.pongs),\
+            "heartbeat_messages":\(stats.heartbeatMessages),"heartbeat_comments":\(stats.heartbeatComments),\
+            "fewest_heartbeats":\(set.fewestHeartbeats),"received":\(stats.received),\
             "duplicates":\(stats.duplicates),"out_of_order":\(stats.outOfOrder),"other_epoch":\(stats.otherEpoch),\
             "distinct":\(stats.distinct),"connections_per_channel":\(stats.connectionsPerChannel),\
             "latency_us":{"count":\(h.totalCount),"p50":\(pct(50)),"p99":\(pct(99)),"p999":\(pct(99.9)),"max":\(h.totalCount == 0 ? 0 : h.max)},\
             "histogram_us":[\(values.joined(separator: ","))]}
             """
-    }
-}
-
-/// Every subscriber connection of the process, opened `concurrency` at a time. Confined to its event loop.
-final class SubscriberSet: @unchecked Sendable {
-    let loop: EventLoop
-    let server: ServerKind
-    let transport: Transport
-    let host: String
-    let port: Int
-    let names: [String]
-    let workspace: String
-    let token: String
-    let sources: [String]
-    let total: Int
-    let stats: SubscriberStats
-    let inflater = Inflater(windowBits: 15)
-    let ready: EventLoopPromise<(Int, Int)>
-    private(set) var channels: [Channel] = []
-    private var started = 0
-    private var ok = 0
-    private var failed = 0
-
-    init(loop: EventLoop, server: ServerKind, transport: Transport, host: String, port: Int, names: [String],
-        workspace: String, token: String, sources: [String], total: Int)
-    {
-        self.loop = loop
-        self.server = server
-        self.transport = transport
-        self.host = host
-        self.port = port
-        self.names = names
-        self.workspace = workspace
-        self.token = token
-        self.sources = sources
-        self.total = total
-        stats = SubscriberStats(channels: names.count)
-        ready = loop.makePromise()
-    }
-
-    func start(concurrency: Int) {
-        for _ in 0..<min(concurrency, total) { startNext() }
-    }
-
-    private func finished(_ success: Bool) {
-        if success { ok += 1 } else { failed += 1 }
-        if ok + failed == total { ready.succeed((ok, failed)) } else { startNext() }
-    }
-
-    private func startNext() {
-        guard started < total else { return }
-        let i = started
-        started += 1
-        let channel = i % names.count
-        stats.connectionsPerChannel[channel] += 1
-        let (request, subscribe) = SubscriberRequest.make(server: server, transport: transport, host: host,
-            port: port, channel: names[channel], workspace: workspace, token: token)
-        var once = false
-        let report: (Bool) -> Void = { [self] success in
-            guard !once else { return }
-            once = true
-            finished(success)
-        }
-        let handler = SubscriberHandler(channelIndex: channel, channelName: names[channel], server: server,
-            transport: transport, request: request, subscribeFrame: subscribe, stats: stats, inflater: inflater,
-            onReady: report)
-        let source = sources[i % sources.count]
-        ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
-            .bind(to: try! SocketAddress(ipAddress: source, port: 0))
-            .connectTimeout(.seconds(30))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }
-            }
-            .connect(host: host, port: port)
-            .assumeIsolated()
-            .whenComplete { [self] result in
-                switch result {
-                case .success(let channel): channels.append(channel)
-                case .failure(let error):
-                    writeLine("# connect failed: \(error)")
-                    report(false)
-                }
-            }
     }
 }
 

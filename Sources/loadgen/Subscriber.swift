@@ -1,47 +1,17 @@
-import Histogram
 import HubNative
 import NIOCore
 import NIOPosix
 
-/// Counts for one channel's subscribers in one epoch: what arrived, and how it arrived.
-final class SubscriberStats: @unchecked Sendable {
-    var epoch: UInt32 = 0
-    var received = 0
-    var duplicates = 0
-    var outOfOrder = 0
-    var otherEpoch = 0
-    /// Distinct messages received, per channel (summed over that channel's connections).
-    var distinct: [Int]
-    var connectionsPerChannel: [Int]
-    var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-    var closedByServer = 0
-
-    init(channels: Int) {
-        distinct = Array(repeating: 0, count: channels)
-        connectionsPerChannel = Array(repeating: 0, count: channels)
-    }
-
-    func reset(epoch: UInt32) {
-        self.epoch = epoch
-        received = 0
-        duplicates = 0
-        outOfOrder = 0
-        otherEpoch = 0
-        for i in distinct.indices { distinct[i] = 0 }
-        histogram.reset()
-    }
-}
-
 /// One subscriber connection: the upgrade (or SSE request), then messages; each message's marker is checked for
-/// order, duplicates and latency. Confined to its event loop.
+/// order, duplicates and latency (in the subscriber's `SubscriberState`, which outlives the connection). Confined to
+/// its event loop.
 final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     enum State { case head, streaming, closed }
 
-    let channelIndex: Int
-    let channelName: String
+    let subscriber: SubscriberState
     let server: ServerKind
     let transport: Transport
     let request: ByteBuffer
@@ -49,21 +19,23 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     let stats: SubscriberStats
     let inflater: Inflater
     let onReady: (Bool) -> Void
+    /// Called once when a connection that was ready ends.
+    let onClosed: () -> Void
     private var state = State.head
     private var buffer = ByteBuffer()
     private var ready = false
     private var deflate = false
-    // Order and duplicate tracking for the current epoch.
-    private var epoch: UInt32 = 0
-    private var maxSeq: UInt32 = 0
-    private var seen: [UInt64] = []
     private var scratch = ByteBuffer()
+    // How the connection ended, as far as the server said.
+    private var closeCode: UInt16?
+    private var reconnectReason: String?
+    private var failed = false
 
-    init(channelIndex: Int, channelName: String, server: ServerKind, transport: Transport, request: ByteBuffer,
-        subscribeFrame: ByteBuffer?, stats: SubscriberStats, inflater: Inflater, onReady: @escaping (Bool) -> Void)
+    init(subscriber: SubscriberState, server: ServerKind, transport: Transport, request: ByteBuffer,
+        subscribeFrame: ByteBuffer?, stats: SubscriberStats, inflater: Inflater, onReady: @escaping (Bool) -> Void,
+        onClosed: @escaping () -> Void)
     {
-        self.channelIndex = channelIndex
-        self.channelName = channelName
+        self.subscriber = subscriber
         self.server = server
         self.transport = transport
         self.request = request
@@ -71,6 +43,7 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
         self.stats = stats
         self.inflater = inflater
         self.onReady = onReady
+        self.onClosed = onClosed
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -78,11 +51,23 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !ready { onReady(false) } else if state != .closed { stats.closedByServer += 1 }
-        state = .closed
+        defer { state = .closed }
+        guard ready else { return onReady(false) }
+        guard state != .closed else { return }
+        let how: String
+        if let closeCode {
+            how = String(closeCode)
+        } else if let reconnectReason {
+            how = "sse-reconnect:\(reconnectReason)"
+        } else {
+            how = failed ? "error" : "eof"
+        }
+        stats.closed(how)
+        onClosed()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failed = true
         context.close(promise: nil)
     }
 
@@ -122,7 +107,8 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func readSSE() {
-        // Events end with a blank line; a marker never spans two events.
+        // Blocks end with a blank line; a marker never spans two blocks. A block cut short by the end of the stream
+        // is not an event (as in EventSource) and is never recorded.
         let length = buffer.withUnsafeReadableBytes { raw -> Int in
             var i = raw.count - 1
             while i > 0 {
@@ -135,11 +121,10 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
         buffer.withUnsafeReadableBytes { raw in
             let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<length])
             var start = 0
-            // One marker per event: split on "\n\n".
             var i = 0
             while i + 1 < chunk.count {
                 if chunk[i] == 10 && chunk[i + 1] == 10 {
-                    if let m = Marker.find(in: UnsafeRawBufferPointer(rebasing: chunk[start..<i])) { record(m) }
+                    sseBlock(UnsafeRawBufferPointer(rebasing: chunk[start..<i]))
                     start = i + 2
                     i += 2
                 } else {
@@ -148,6 +133,23 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         buffer.moveReaderIndex(forwardBy: length)
+    }
+
+    private func sseBlock(_ block: UnsafeRawBufferPointer) {
+        if let m = Marker.find(in: block) {
+            if server == .hub, block.starts(with: Self.idPrefix) {
+                subscriber.resumeSeq = Self.number(in: block, at: Self.idPrefix.count)
+            }
+            record(m)
+        } else if block.starts(with: Self.heartbeatComment) {
+            stats.heartbeatComments += 1
+            subscriber.heartbeats += 1
+        } else if block.starts(with: Self.reconnectEvent) {
+            let text = String(decoding: block, as: UTF8.self)
+            reconnectReason = text.split(separator: "\"").dropFirst(3).first.map(String.init) ?? "?"
+        } else if block.starts(with: Self.truncatedEvent) {
+            stats.truncated += 1
+        }
     }
 
     private func readFrames(context: ChannelHandlerContext) {
@@ -183,11 +185,16 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
                     buffer.withUnsafeReadableBytes { raw in message(UnsafeRawBufferPointer(rebasing: raw[offset..<offset + length])) }
                 }
             case 0x8:
-                // Answer the close and let the server end TCP.
+                // RFC 6455 §5.5.1: the close frame's body starts with the status code. Answer it and let the server
+                // end TCP.
+                if length >= 2, closeCode == nil { closeCode = buffer.getInteger(at: start, as: UInt16.self) }
                 context.writeAndFlush(wrapOutboundOut(Self.maskedFrame(opcode: 0x8, payload: [0x03, 0xE8])), promise: nil)
             case 0x9:
+                stats.pings += 1
+                subscriber.heartbeats += 1
                 let payload = buffer.getBytes(at: start, length: length) ?? []
                 context.writeAndFlush(wrapOutboundOut(Self.maskedFrame(opcode: 0xA, payload: payload)), promise: nil)
+                stats.pongs += 1
             default:
                 break
             }
@@ -197,37 +204,51 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func message(_ bytes: UnsafeRawBufferPointer) {
         if let m = Marker.find(in: bytes) {
+            if server == .hub, let at = bytes.firstRange(of: Self.seqField)?.upperBound {
+                subscriber.resumeSeq = Self.number(in: bytes, at: at)
+            }
             record(m)
-        } else if !ready, server == .hub, bytes.firstRange(of: Array(#""type":"subscribed""#.utf8)) != nil {
-            becomeReady()
+        } else if server == .hub {
+            if bytes.starts(with: Self.heartbeatMessage) {
+                stats.heartbeatMessages += 1
+                subscriber.heartbeats += 1
+            } else if bytes.starts(with: Self.subscribedMessage) {
+                // The head seq when the subscription was made: where a live-only subscriber would resume.
+                if subscriber.resumeSeq == nil, let at = bytes.firstRange(of: Self.seqField)?.upperBound {
+                    subscriber.resumeSeq = Self.number(in: bytes, at: at)
+                }
+                becomeReady()
+            } else if bytes.starts(with: Self.truncatedMessage) {
+                stats.truncated += 1
+            } else if bytes.starts(with: Self.eventMessage), let at = bytes.firstRange(of: Self.seqField)?.upperBound {
+                subscriber.resumeSeq = Self.number(in: bytes, at: at)
+            }
         }
     }
 
     private func record(_ m: Marker) {
-        let now = wallNanoseconds()
-        guard m.epoch == stats.epoch else {
-            stats.otherEpoch += 1
-            return
+        subscriber.record(m, stats: stats, now: wallNanoseconds())
+    }
+
+    private static let seqField = Array(#""seq":"#.utf8)
+    private static let idPrefix = Array("id: ".utf8)
+    private static let heartbeatComment = Array(": heartbeat".utf8)
+    private static let reconnectEvent = Array("event: reconnect\n".utf8)
+    private static let truncatedEvent = Array("event: replay.truncated\n".utf8)
+    private static let heartbeatMessage = Array(#"{"type":"heartbeat""#.utf8)
+    private static let subscribedMessage = Array(#"{"type":"subscribed""#.utf8)
+    private static let truncatedMessage = Array(#"{"type":"replay.truncated""#.utf8)
+    private static let eventMessage = Array(#"{"type":"event""#.utf8)
+
+    /// The decimal number that starts at `offset`.
+    private static func number(in bytes: UnsafeRawBufferPointer, at offset: Int) -> UInt64 {
+        var value: UInt64 = 0
+        var i = offset
+        while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 {
+            value = value &* 10 &+ UInt64(bytes[i] - 0x30)
+            i += 1
         }
-        if epoch != m.epoch {
-            epoch = m.epoch
-            maxSeq = 0
-            seen.removeAll(keepingCapacity: true)
-        }
-        stats.received += 1
-        let seq = Int(m.seq)
-        let word = seq >> 6
-        if word >= seen.count { seen.append(contentsOf: repeatElement(0, count: word - seen.count + 1)) }
-        let bit = UInt64(1) << UInt64(seq & 63)
-        if seen[word] & bit != 0 {
-            stats.duplicates += 1
-            return
-        }
-        seen[word] |= bit
-        stats.distinct[channelIndex] += 1
-        if m.seq < maxSeq { stats.outOfOrder += 1 } else { maxSeq = m.seq }
-        let micros = now > m.nanoseconds ? (now - m.nanoseconds) / 1000 : 0
-        _ = stats.histogram.record(min(micros, 120_000_000))
+        return value
     }
 
     static func maskedFrame(opcode: UInt8, payload: [UInt8]) -> ByteBuffer {
@@ -246,26 +267,29 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-/// How a subscriber asks for a channel, per server and transport.
+/// How a subscriber asks for a channel, per server and transport. `since` (hub only) resumes after that seq:
+/// `since` in the WebSocket subscribe op, `Last-Event-ID` for SSE.
 enum SubscriberRequest {
     static let key = "dGhlIHNhbXBsZSBub25jZQ=="
 
     static func make(server: ServerKind, transport: Transport, host: String, port: Int, channel: String,
-        workspace: String, token: String) -> (request: ByteBuffer, subscribeFrame: ByteBuffer?)
+        workspace: String, token: String, since: UInt64? = nil) -> (request: ByteBuffer, subscribeFrame: ByteBuffer?)
     {
         var head: String
         switch (server, transport) {
         case (.hub, .sse):
             head = "GET /api/v1/workspaces/\(workspace)/executions/\(channel)/stream HTTP/1.1\r\nHost: \(host):\(port)\r\n"
-                + "Authorization: Bearer \(token)\r\nAccept: text/event-stream\r\n\r\n"
-            return (ByteBuffer(string: head), nil)
+                + "Authorization: Bearer \(token)\r\nAccept: text/event-stream\r\n"
+            if let since { head += "Last-Event-ID: \(since)\r\n" }
+            return (ByteBuffer(string: head + "\r\n"), nil)
         case (.hub, _):
             head = "GET /v1/ws?access_token=\(token) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\n"
                 + "Connection: Upgrade\r\nSec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
             if transport == .wsDeflate {
                 head += "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_no_context_takeover\r\n"
             }
-            let op = #"{"op":"subscribe","id":1,"workspace":"\#(workspace)","execution":"\#(channel)"}"#
+            let resume = since.map { #","since":\#($0)"# } ?? ""
+            let op = #"{"op":"subscribe","id":1,"workspace":"\#(workspace)","execution":"\#(channel)"\#(resume)}"#
             return (ByteBuffer(string: head + "\r\n"), SubscriberHandler.maskedFrame(opcode: 0x1, payload: Array(op.utf8)))
         case (.nchan, .sse):
             head = "GET /sub/\(channel) HTTP/1.1\r\nHost: \(host):\(port)\r\nAccept: text/event-stream\r\n\r\n"

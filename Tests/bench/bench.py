@@ -15,109 +15,14 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TOKEN_SECRET = "bench-token-secret-0123456789"
-ENGINE_SECRET = "bench-engine-secret-0123456789"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-SERVER_CPU, LOAD_CPU = "0", "1"
-NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=20):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {port}")
-            time.sleep(0.05)
-
-
-def proc_children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    out.append(int(entry))
-            except OSError:
-                pass
-    return out
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
-
-def rss_bytes(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/statm") as f:
-            total += int(f.read().split()[1]) * PAGE
-    return total
-
-
-class Redis:
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.proc = subprocess.Popen(["taskset", "-c", LOAD_CPU, "redis-server", "--port", str(self.port), "--bind",
-                                      "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    @property
-    def url(self):
-        return f"redis://127.0.0.1:{self.port}"
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
-
-
-class Hub:
-    kind = "hub"
-
-    def __init__(self, bin_dir, tmp, redis=None, prefix="b"):
-        self.port = free_port()
-        args = ["taskset", "-c", SERVER_CPU, f"{bin_dir}/hub", "serve", "--port", str(self.port), "--threads", "1",
-                "--token-secret", TOKEN_SECRET, "--engine-secret", ENGINE_SECRET, "--log-level", "warning",
-                "--max-sse-per-workspace", "1000000", "--max-events-per-execution", "200"]
-        if redis:
-            args += ["--redis", redis.url, "--redis-prefix", prefix + ":"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "hub.log"), "a"),
-                                     text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("hub listening"), line
-        self.pids = [self.proc.pid]
-        self.token = subprocess.run([f"{bin_dir}/hub", "token", "--secret", TOKEN_SECRET, "--workspace", "w1",
-                                     "--ttl", "86400"], capture_output=True, text=True, check=True).stdout.strip()
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-
+from harness import (BENCH_LIMITS, LOAD_CPU, NCHAN_MODULE, ROOT, SERVER_CPU, Hub, Redis, Subscribers, build_release,
+                     cpu_model, cpu_seconds, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
+                     wait_port)
 
 class Nchan:
     kind = "nchan"
@@ -167,112 +72,11 @@ http {{
 
 
 SERVERS = {
-    "hub": lambda ctx: Hub(ctx.bin, ctx.tmp),
-    "hub+redis": lambda ctx: Hub(ctx.bin, ctx.tmp, redis=ctx.redis, prefix=f"b{time.monotonic_ns()}"),
+    "hub": lambda ctx: Hub(ctx.bin, ctx.tmp, args=BENCH_LIMITS),
+    "hub+redis": lambda ctx: Hub(ctx.bin, ctx.tmp, redis=ctx.redis, prefix=f"b{time.monotonic_ns()}", args=BENCH_LIMITS),
     "nchan": lambda ctx: Nchan(ctx.tmp),
     "nchan+redis": lambda ctx: Nchan(ctx.tmp, redis=ctx.redis),
 }
-
-
-class Subscribers:
-    """`loadgen subscribe` processes (at most 15,000 connections each), spread over source addresses 127.0.0.2-9."""
-
-    def __init__(self, ctx, server, transport, connections, channels, prefix):
-        self.procs = []
-        per = 15000
-        n = 0
-        sources = ",".join(f"127.0.0.{i}" for i in range(2, 10))
-        while n < connections:
-            count = min(per, connections - n)
-            proc = subprocess.Popen(
-                ["taskset", "-c", LOAD_CPU, f"{ctx.bin}/loadgen", "subscribe", "--server", server.kind, "--transport",
-                 transport, "--port", str(server.port), "--connections", str(count), "--channels", str(channels),
-                 "--channel-prefix", prefix, "--token", server.token, "--source", sources],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-            self.procs.append(proc)
-            n += count
-        self.ok = self.failed = 0
-        for proc in self.procs:
-            while True:
-                line = proc.stdout.readline()
-                assert line, "loadgen subscribe died"
-                if line.startswith("ready "):
-                    _, ok, failed = line.split()
-                    self.ok += int(ok)
-                    self.failed += int(failed)
-                    break
-        if self.failed:
-            print(f"  ! {self.failed} of {connections} subscribers failed to connect", file=sys.stderr)
-
-    def command(self, text):
-        for proc in self.procs:
-            proc.stdin.write(text + "\n")
-        return [self.read(proc) for proc in self.procs]
-
-    @staticmethod
-    def read(proc):
-        while True:
-            line = proc.stdout.readline()
-            assert line, "loadgen subscribe died"
-            if not line.startswith("#"):
-                return line.strip()
-
-    def reset(self, epoch):
-        assert self.command(f"reset {epoch}") == ["ok"] * len(self.procs)
-
-    def report(self):
-        merged = None
-        for text in self.command("report"):
-            r = json.loads(text)
-            if merged is None:
-                merged = r
-                merged["histogram_us"] = dict((v, c) for v, c in r["histogram_us"])
-                continue
-            for key in ("open", "closed_by_server", "received", "duplicates", "out_of_order", "other_epoch"):
-                merged[key] += r[key]
-            merged["distinct"] = [a + b for a, b in zip(merged["distinct"], r["distinct"])]
-            merged["connections_per_channel"] = [a + b for a, b in zip(merged["connections_per_channel"],
-                                                                        r["connections_per_channel"])]
-            for v, c in r["histogram_us"]:
-                merged["histogram_us"][v] = merged["histogram_us"].get(v, 0) + c
-        return merged
-
-    def stop(self):
-        for proc in self.procs:
-            try:
-                proc.stdin.write("quit\n")
-                proc.stdin.close()
-            except OSError:
-                pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def percentile(hist, p):
-    total = sum(hist.values())
-    if total == 0:
-        return 0
-    rank = p / 100 * total
-    seen = 0
-    for v in sorted(hist):
-        seen += hist[v]
-        if seen >= rank:
-            return v
-    return max(hist)
-
-
-def publish(ctx, server, channels, prefix, rate, duration, epoch, size=40, connections=32):
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, f"{ctx.bin}/loadgen", "publish", "--server", server.kind, "--port",
-         str(server.port), "--channels", str(channels), "--channel-prefix", prefix, "--rate", str(rate), "--duration",
-         str(duration), "--epoch", str(epoch), "--size", str(size), "--engine-secret", ENGINE_SECRET,
-         "--connections", str(connections)],
-        capture_output=True, text=True, timeout=duration + 120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40, settle=0.5):
@@ -494,9 +298,7 @@ def main():
     if args.bin:
         bin_dir = args.bin
     else:
-        subprocess.run(["swift", "build", "-c", "release", "--product", "hub"], cwd=ROOT, check=True)
-        subprocess.run(["swift", "build", "-c", "release", "--product", "loadgen"], cwd=ROOT, check=True)
-        bin_dir = os.path.join(ROOT, ".build", "release")
+        bin_dir = build_release()
     names = args.servers.split(",")
     only = set(args.only.split(",")) if args.only else {"idle", "latency", "saturation", "many", "compression"}
     tmp = tempfile.mkdtemp(prefix="hub-bench-")
@@ -549,24 +351,6 @@ def main():
         print(f"\nruns with lost, duplicated or out-of-order messages: {', '.join(bad)}")
         return 1
     return 0
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
-
-
-def mem_total():
-    with open("/proc/meminfo") as f:
-        kb = int(f.readline().split()[1])
-    return f"{kb / 1024 / 1024:.0f} GiB"
-
 
 if __name__ == "__main__":
     sys.exit(main())

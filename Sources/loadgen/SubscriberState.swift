@@ -1,0 +1,56 @@
+import NIOCore
+
+/// One subscriber as the benchmark sees it, across its connections: with `--reconnect` a connection the server
+/// closes is replaced by one that resumes where it stopped, and order and duplicates are checked across both.
+/// Confined to the process's event loop.
+final class SubscriberState {
+    let index: Int
+    let channelIndex: Int
+    /// The connection in use (nil between a close and the next connection).
+    var channel: Channel?
+    /// Whether the first connection became ready (subscribed, or the SSE stream started).
+    var opened = false
+    /// Heartbeats of any kind received (pings, heartbeat messages, SSE comments), over every connection.
+    var heartbeats = 0
+    /// The server's seq of the last event received (hub only): the `since` / `Last-Event-ID` of a reconnection.
+    /// Until an event arrives, the head seq that `subscribed` reported.
+    var resumeSeq: UInt64?
+    // Order and duplicate tracking of the markers of the current epoch.
+    var epoch: UInt32 = 0
+    var maxSeq: UInt32 = 0
+    var seen: [UInt64] = []
+
+    init(index: Int, channelIndex: Int) {
+        self.index = index
+        self.channelIndex = channelIndex
+    }
+
+    var isOpen: Bool { channel?.isActive ?? false }
+
+    /// Records a marker of the current epoch: counts it, or counts it as a duplicate or out of order.
+    func record(_ m: Marker, stats: SubscriberStats, now: UInt64) {
+        guard m.epoch == stats.epoch else {
+            stats.otherEpoch += 1
+            return
+        }
+        if epoch != m.epoch {
+            epoch = m.epoch
+            maxSeq = 0
+            seen.removeAll(keepingCapacity: true)
+        }
+        stats.received += 1
+        let seq = Int(m.seq)
+        let word = seq >> 6
+        if word >= seen.count { seen.append(contentsOf: repeatElement(0, count: word - seen.count + 1)) }
+        let bit = UInt64(1) << UInt64(seq & 63)
+        if seen[word] & bit != 0 {
+            stats.duplicates += 1
+            return
+        }
+        seen[word] |= bit
+        stats.distinct[channelIndex] += 1
+        if m.seq < maxSeq { stats.outOfOrder += 1 } else { maxSeq = m.seq }
+        let micros = now > m.nanoseconds ? (now - m.nanoseconds) / 1000 : 0
+        _ = stats.histogram.record(min(micros, 120_000_000))
+    }
+}
