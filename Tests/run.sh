@@ -39,3 +39,9 @@ echo "== benchmark smoke run (release builds; the hub and Nchan, small, every me
 timeout 900 swift build -c release --product hub 2>&1 | tail -n 1
 timeout 900 swift build -c release --product loadgen 2>&1 | tail -n 1
 timeout 900 python3 Tests/bench/bench.py --quick --bin "$root/.build/release"
+
+echo "== soak and slow-reader smoke runs (release builds; every connection, event and close code checked)"
+timeout 600 python3 Tests/bench/soak.py --bin "$root/.build/release" --connections 2000 --executions 100 --rate 50 \
+  --warmup 20 --duration 60 --heartbeat 2 --history 20000
+timeout 600 python3 Tests/bench/slow_readers.py --bin "$root/.build/release" --subscribers 1000 --slow 10 --executions 10 \
+  --rate 20 --phase 30 --pairs 2 --latency-ratio 2
