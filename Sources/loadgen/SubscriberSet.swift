@@ -102,7 +102,7 @@ final class SubscriberSet: @unchecked Sendable {
                 stats.reconnects += 1
             } else {
                 stats.reconnectFailures += 1
-                loop.scheduleTask(in: .seconds(1)) { [self] in closed(subscriber) }
+                loop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in closed(subscriber) }
             }
         }
     }
