@@ -31,6 +31,16 @@ final class RESPReaderTests: XCTestCase {
         }
     }
 
+    /// Fourteen bytes must not make hiredis allocate room for 2^31 - 1 elements (16 GiB) before any element arrives.
+    func testHugeArrayHeaderIsRefusedBeforeAllocating() throws {
+        let reader = RESPReader()
+        try reader.feed(Array("*2147483647\r\n".utf8))
+        XCTAssertThrowsError(try reader.next()) { error in
+            XCTAssertEqual((error as? RESPReader.ProtocolError)?.message,
+                "Protocol error: array of 2147483647 elements, more than the 1048576 pending elements a reply may have")
+        }
+    }
+
     func testFormatCommandIsBinarySafe() {
         XCTAssertEqual(String(decoding: RESPCommand.format("SET", "k", "v"), as: UTF8.self),
             "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")

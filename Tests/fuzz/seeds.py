@@ -175,6 +175,9 @@ resp_seeds = {
     "too-deep": b"*1\r\n" * 9 + b":1\r\n",
     "noscript": b"-NOSCRIPT No matching script. Please use EVAL.\r\n",
     "bad-integer": b":12a\r\n",
+    # Found by fuzzing: hiredis allocated room for every announced element at the header (16 GiB here).
+    "huge-array": b"*2147483647\r\n",
+    "nested-array-headers": b"*1000000\r\n" * 8,
 }
 for name, wire in resp_seeds.items():
     write("resp", name, b"\x00" + wire)
