@@ -3,7 +3,8 @@
 #
 #   bash Tests/fuzz/run.sh TARGET SECONDS   fuzz one target (frames, handshake, resp, ingest, token)
 #   bash Tests/fuzz/run.sh all SECONDS      fuzz every target, one after the other, SECONDS each
-#   bash Tests/fuzz/run.sh merge TARGET     minimise the seeds plus what fuzzing found into Tests/fuzz/corpus/TARGET
+#   bash Tests/fuzz/run.sh merge TARGET     add to Tests/fuzz/corpus/TARGET the fewest fuzzing findings (from
+#                                           .build-fuzz/corpus/TARGET) that cover what the seed-* files do not
 #
 # Builds the sanitizer binary once (.build-fuzz, release, -sanitize=fuzzer,address), starts from the committed
 # corpus Tests/fuzz/corpus/<target>/ and writes new inputs to .build-fuzz/corpus/<target>/ (outside git), crashes to
@@ -42,7 +43,9 @@ if [ "$1" = merge ]; then
   merged=$scratch/merged/$t
   rm -rf "$merged"
   mkdir -p "$merged" "$scratch/corpus/$t"
-  HUB_FUZZ_TARGET=$t nice -n 10 "$bin" -merge=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
+  # The seeds stay as they are; fuzzing findings are added only where they cover what the seeds do not.
+  cp Tests/fuzz/corpus/"$t"/seed-* "$merged"/
+  HUB_FUZZ_TARGET=$t nice -n 10 "$bin" -set_cover_merge=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
     "$merged" "Tests/fuzz/corpus/$t" "$scratch/corpus/$t" >"$scratch/merge-$t.log" 2>&1
   grep -E "MERGE-OUTER: [0-9]+ new files" "$scratch/merge-$t.log" || true
   rm -rf "Tests/fuzz/corpus/$t"
