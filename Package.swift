@@ -114,6 +114,17 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // libFuzzer entry points for the parsers (Tests/fuzz). Built with `-sanitize=fuzzer,address -DFUZZING` by
+        // Tests/fuzz/run.sh; a plain build is a runner that feeds input files through the same checks.
+        .executableTarget(
+            name: "HubFuzz",
+            dependencies: [
+                "HubCore", "HubProtocol", "HubNative",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "HubNativeTests",
             dependencies: ["HubNative", .product(name: "NIOCore", package: "swift-nio")]

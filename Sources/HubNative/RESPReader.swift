@@ -11,20 +11,64 @@ public enum RESPValue: Equatable, Sendable {
 }
 
 /// hiredis's RESP reader (`read.h`): bytes in, replies out, no I/O.
+///
+/// hiredis allocates a slot for every element of an array as soon as the array's header arrives, so a header alone
+/// (`*2147483647\r\n`, 14 bytes) would allocate 16 GiB, and nested headers could multiply that. The reader counts
+/// the slots announced and not yet filled, over every array in flight, and refuses a header that would take the
+/// count past `maxPendingElements`: pending slots never cost more than 8 bytes times that.
 public final class RESPReader {
     public struct ProtocolError: Error, Equatable, Sendable {
         public let message: String
     }
 
-    private let reader: UnsafeMutablePointer<redisReader>
+    /// The default bound on pending array elements: far above any reply the hub asks for (a history read is one
+    /// element per event, and an execution keeps at most `maxEventsPerExecution`), 8 MiB of slots at most.
+    public static let defaultMaxPendingElements = 1 << 20
 
-    public init() {
+    public let maxPendingElements: Int
+    private let reader: UnsafeMutablePointer<redisReader>
+    private let functions: UnsafeMutablePointer<redisReplyObjectFunctions>
+    private let budget: ElementBudget
+
+    public init(maxPendingElements: Int = RESPReader.defaultMaxPendingElements) {
         guard let r = redisReaderCreate() else { fatalError("redisReaderCreate: out of memory") }
         reader = r
+        self.maxPendingElements = maxPendingElements
+        // hiredis's own object functions build the replies; these wrappers only count slots on the way.
+        budget = ElementBudget(limit: maxPendingElements, defaults: r.pointee.fn.pointee)
+        functions = .allocate(capacity: 1)
+        functions.initialize(to: redisReplyObjectFunctions(
+            createString: { task, str, len in
+                let budget = ElementBudget.of(task)
+                budget.filled(task)
+                return budget.defaults.createString?(task, str, len)
+            },
+            createArray: { task, elements in
+                let budget = ElementBudget.of(task)
+                budget.filled(task)
+                guard budget.admit(elements) else { return nil }
+                return budget.defaults.createArray?(task, elements)
+            },
+            createInteger: { task, value in
+                let budget = ElementBudget.of(task)
+                budget.filled(task)
+                return budget.defaults.createInteger?(task, value)
+            },
+            createNil: { task in
+                let budget = ElementBudget.of(task)
+                budget.filled(task)
+                return budget.defaults.createNil?(task)
+            },
+            freeObject: r.pointee.fn.pointee.freeObject))
+        r.pointee.fn = functions
+        // hiredis hands the reader's privdata to every read task.
+        r.pointee.privdata = Unmanaged.passUnretained(budget).toOpaque()
     }
 
     deinit {
         redisReaderFree(reader)
+        functions.deinitialize(count: 1)
+        functions.deallocate()
     }
 
     /// Appends bytes received from the server.
@@ -52,7 +96,11 @@ public final class RESPReader {
     }
 
     private func errorString() -> String {
-        withUnsafeBytes(of: reader.pointee.errstr) { raw in
+        // A refused header reaches hiredis as an allocation failure ("Out of memory"); say what it was.
+        if let refused = budget.refused {
+            return "Protocol error: array of \(refused) elements, more than the \(maxPendingElements) pending elements a reply may have"
+        }
+        return withUnsafeBytes(of: reader.pointee.errstr) { raw in
             let bytes = raw.prefix { $0 != 0 }
             return String(decoding: bytes, as: UTF8.self)
         }
@@ -79,6 +127,39 @@ public final class RESPReader {
             return .array(items)
         default: return .null
         }
+    }
+}
+
+/// The count of array slots hiredis has allocated and not yet filled, kept through its object functions.
+private final class ElementBudget {
+    let limit: Int
+    let defaults: redisReplyObjectFunctions
+    var pending = 0
+    /// The element count of the header that was refused.
+    var refused: Int?
+
+    init(limit: Int, defaults: redisReplyObjectFunctions) {
+        self.limit = limit
+        self.defaults = defaults
+    }
+
+    static func of(_ task: UnsafePointer<redisReadTask>?) -> ElementBudget {
+        Unmanaged<ElementBudget>.fromOpaque(task!.pointee.privdata!).takeUnretainedValue()
+    }
+
+    /// A value inside an array fills one of its slots.
+    func filled(_ task: UnsafePointer<redisReadTask>?) {
+        if task?.pointee.parent != nil { pending -= 1 }
+    }
+
+    /// Whether an array of `elements` may be allocated (hiredis passes -1, a null array, to createNil instead).
+    func admit(_ elements: Int32) -> Bool {
+        guard elements >= 0, pending + Int(elements) <= limit else {
+            refused = Int(elements)
+            return false
+        }
+        pending += Int(elements)
+        return true
     }
 }
 

@@ -31,6 +31,36 @@ final class RESPReaderTests: XCTestCase {
         }
     }
 
+    /// Fourteen bytes must not make hiredis allocate room for 2^31 - 1 elements (16 GiB) before any element arrives.
+    func testHugeArrayHeaderIsRefusedBeforeAllocating() throws {
+        let reader = RESPReader()
+        try reader.feed(Array("*2147483647\r\n".utf8))
+        XCTAssertThrowsError(try reader.next()) { error in
+            XCTAssertEqual((error as? RESPReader.ProtocolError)?.message,
+                "Protocol error: array of 2147483647 elements, more than the 1048576 pending elements a reply may have")
+        }
+    }
+
+    /// The limit counts element slots allocated and not yet filled, so arrays that each fit cannot add up: nested
+    /// headers alone would otherwise allocate eight bytes per announced element for every few bytes of input.
+    func testPendingElementsAddUpAcrossNestedArrays() throws {
+        // 2 slots, one filled by an array of 9: 10 pending, the limit.
+        let fits = RESPReader(maxPendingElements: 10)
+        try fits.feed(Array("*2\r\n*9\r\n".utf8) + Array(repeating: Array(":1\r\n".utf8), count: 9).joined() + Array(":2\r\n".utf8))
+        XCTAssertEqual(try fits.next(), .array([.array(Array(repeating: .integer(1), count: 9)), .integer(2)]))
+        // Once filled, slots no longer count: a second reply of the same shape fits too.
+        try fits.feed(Array("*2\r\n*9\r\n".utf8) + Array(repeating: Array(":1\r\n".utf8), count: 9).joined() + Array(":2\r\n".utf8))
+        XCTAssertEqual(try fits.next(), .array([.array(Array(repeating: .integer(1), count: 9)), .integer(2)]))
+
+        // One element more is refused as soon as its header arrives.
+        let over = RESPReader(maxPendingElements: 10)
+        try over.feed(Array("*2\r\n*10\r\n".utf8))
+        XCTAssertThrowsError(try over.next()) { error in
+            XCTAssertEqual((error as? RESPReader.ProtocolError)?.message,
+                "Protocol error: array of 10 elements, more than the 10 pending elements a reply may have")
+        }
+    }
+
     func testFormatCommandIsBinarySafe() {
         XCTAssertEqual(String(decoding: RESPCommand.format("SET", "k", "v"), as: UTF8.self),
             "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
