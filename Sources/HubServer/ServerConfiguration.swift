@@ -153,6 +153,10 @@ public struct ServerConfiguration: Sendable {
         try require(drainTimeoutSeconds > 0, "drain-timeout", "must be more than 0 seconds")
         try require(echoMaxMessageSize >= 125, "echo-max-message-size", "must be at least 125 bytes")
         if let redis {
+            // A subscription's replay reads an execution's whole history in one reply, and the RESP reader refuses
+            // replies of more than 2^20 elements (RESPReader.defaultMaxPendingElements).
+            try require(maxEventsPerExecution <= 1_000_000, "max-events-per-execution",
+                "must be at most 1000000 with Redis (a replay is one reply)")
             do {
                 try redis.validate()
             } catch {

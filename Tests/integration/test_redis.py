@@ -479,3 +479,7 @@ def test_redis_url_and_settings_are_validated(tmp_path):
     assert code != 0 and "redis URL 'http://127.0.0.1:6379' must start with redis://" in err
     code, _, err = run_hub_expecting_failure("--redis", "redis://127.0.0.1:6379", "--lease-ttl", "0.5")
     assert code != 0 and "lease-ttl must be at least 1 second" in err
+    code, _, err = run_hub_expecting_failure("--redis", "redis://127.0.0.1:6379", "--max-events-per-execution", "1000001",
+                                             "--max-events-total", "2000000")
+    assert code == 64 and ("invalid setting max-events-per-execution: must be at most 1000000 with Redis (a replay is "
+                           "one reply)") in err.splitlines()[0]
