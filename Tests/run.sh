@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the hub: unit tests (swift test), Autobahn|Testsuite against the echo route, and the
-# integration tests (pytest) against real hub processes with real peers.
+# Runs every test of the hub: unit tests (swift test), a fuzzing smoke run, Autobahn|Testsuite against the echo
+# route, the integration tests (pytest) against real hub processes with real peers, and smoke runs of the
+# benchmark, the soak and the slow-reader run.
 # Needs the packages `.ci/run` installs; `bash .ci/run` installs them and then runs this.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +20,9 @@ fi
 echo "== unit tests"
 # Every stage is bounded, so a hang fails the run instead of stalling it.
 timeout 900 swift test --skip-build
+
+echo "== fuzz smoke (libFuzzer + AddressSanitizer, 20 s per parser, from the committed corpora)"
+timeout 1200 bash Tests/fuzz/run.sh all 20
 
 echo "== python environment"
 venv=$root/.build/venv
