@@ -27,6 +27,9 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var flushPending = false
     private var finished = false
     private var started = false
+    /// The response head and `retry:` line, held until the broker has the subscription: a client that sees them may
+    /// rely on every later event reaching it.
+    private var pendingHead: ByteBuffer?
     /// The channel's writability as NIO last reported it (synchronously, inside the write that crosses the mark).
     private var writable = true
     /// The last seq written; until the broker answers, the client's own resume point.
@@ -68,22 +71,30 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
 
     /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw bytes.
     func start() {
-        guard let context else { return }
+        guard context != nil else { return }
         started = true
         server.metrics.connections(.sse).increment()
         var start = responseHead()
         SSEEncoder.writeRetry(into: &start, milliseconds: server.configuration.sseRetryMilliseconds)
-        context.write(wrapOutboundOut(start), promise: nil)
-        scheduleFlush(context: context)
+        pendingHead = start
         subscription = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker, onFailure: {
             [weak self] _ in
-            // The broker could not start the stream: end it; EventSource reconnects with Last-Event-ID.
+            // The broker could not start the stream (Redis went away): 503 if nothing was sent yet, else the end of
+            // the stream; either way EventSource reconnects (with Last-Event-ID).
             guard let self, let context = self.context else { return }
             self.subscription = nil
             self.finish()
-            context.close(promise: nil)
+            guard self.pendingHead != nil else { return context.close(promise: nil) }
+            self.pendingHead = nil
+            let body = #"{"error":"unavailable","message":"the broker could not start the stream; retry"}"# + "\n"
+            let response = ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nRetry-After: 2\r\nConnection: close\r\n\r\n" + body)
+            context.writeAndFlush(self.wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
         }) { [weak self] _, result in
             guard let self, let context = self.context else { return }
+            self.writeHead(context: context)
             self.lastSeq = min(since ?? result.headSeq, result.headSeq)
             if let first = result.truncatedFirstSeq, let since = self.since {
                 var buffer = context.channel.allocator.buffer(capacity: 128)
@@ -158,6 +169,14 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         }
     }
 
+    /// Writes the held response head and `retry:` line, once.
+    private func writeHead(context: ChannelHandlerContext) {
+        guard let head = pendingHead else { return }
+        pendingHead = nil
+        context.write(wrapOutboundOut(head), promise: nil)
+        scheduleFlush(context: context)
+    }
+
     private func scheduleFlush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
@@ -177,6 +196,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         for action in actions {
             switch action {
             case .heartbeat:
+                writeHead(context: context)
                 context.write(wrapOutboundOut(Self.heartbeatComment), promise: nil)
                 scheduleFlush(context: context)
             case .expire:
@@ -196,6 +216,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// Tells the client where to resume (`reconnect` with `last_event_id`), then ends the stream once that is written.
     private func endWithReconnect(reason: String) {
         guard let context, !finished else { return }
+        writeHead(context: context)
         // `lastSeq` is the last event written: events still waiting in the backlog are replayed after the reconnection.
         var buffer = context.channel.allocator.buffer(capacity: 96)
         let data = JSON.object([("reason", .string(reason)), ("last_event_id", .number(Double(lastSeq)))]).serialized
