@@ -60,6 +60,17 @@ final class HandshakeTests: XCTestCase {
         XCTAssertEqual(refusal(request(good + [("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")])), .invalidKey)
     }
 
+    /// RFC 7230 §3.2.6: tokens are ASCII and compared case-insensitively in ASCII only. Unicode lowercases the Kelvin
+    /// sign (U+212A) to "k", so "WEBSOC\u{212A}ET" is not "websocket" (found by the handshake fuzz target's reference).
+    func testTokensAreComparedCaseInsensitivelyInASCIIOnly() {
+        var headers = good
+        headers[1] = ("Upgrade", "WEBSOC\u{212A}ET")
+        XCTAssertEqual(refusal(request(headers)), .missingUpgradeHeader)
+        XCTAssertEqual(request(headers).tokens("Upgrade"), ["websoc\u{212A}et"])
+        headers[1] = ("Upgrade", "WEBSOCKET")
+        XCTAssertNil(refusal(request(headers)))
+    }
+
     func testSubprotocolHook() throws {
         let accepted = try Handshake.accept(request(good + [("Sec-WebSocket-Protocol", "chat, hub.v1")]),
             selectSubprotocol: { $0.contains("hub.v1") ? "hub.v1" : nil }).get()
