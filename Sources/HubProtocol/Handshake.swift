@@ -23,9 +23,10 @@ public struct HandshakeRequest: Sendable {
         headers.filter { $0.name.caseInsensitiveCompare(name) }.map(\.value)
     }
 
-    /// The comma-separated tokens of every value of a header, trimmed and lowercased (RFC 7230 §7).
+    /// The comma-separated tokens of every value of a header, trimmed and lowercased (RFC 7230 §7). Tokens are ASCII
+    /// (§3.2.6) and compare case-insensitively in ASCII only: Unicode would lowercase the Kelvin sign to "k".
     public func tokens(_ name: String) -> [String] {
-        values(name).flatMap { $0.split(separator: ",") }.map { $0.trimmingSpace().lowercased() }.filter { !$0.isEmpty }
+        values(name).flatMap { $0.split(separator: ",") }.map { $0.trimmingSpace().asciiLowercased() }.filter { !$0.isEmpty }
     }
 }
 
@@ -103,8 +104,14 @@ public enum Handshake {
 }
 
 extension String {
+    /// RFC 7230 §3.2: header names compare case-insensitively, in ASCII.
     func caseInsensitiveCompare(_ other: String) -> Bool {
-        self.utf8.count == other.utf8.count && self.lowercased() == other.lowercased()
+        self.utf8.count == other.utf8.count && self.asciiLowercased() == other.asciiLowercased()
+    }
+
+    /// A-Z to a-z; every other byte unchanged.
+    func asciiLowercased() -> String {
+        String(decoding: utf8.map { (0x41...0x5A).contains($0) ? $0 | 0x20 : $0 }, as: UTF8.self)
     }
 }
 
