@@ -383,3 +383,30 @@ def test_without_a_limit_one_address_may_hold_many_connections(hub_factory):
     assert all(s.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n") for s in socks)
     for s in socks:
         s.close()
+
+
+# --- frame and message limits on the hub's own route ---------------------------------------------------------------
+
+def test_frame_limit_is_its_own_setting_on_the_hub_route(hub_factory):
+    """--max-frame-size bounds each frame even when --max-message-size allows more: a message may come in several
+    frames within both limits, but one frame beyond the frame limit closes the socket with 1009."""
+    hub = hub_factory(*W, "--max-frame-size", "1000", "--max-message-size", "4000")
+    peer = RawSocket(hub.host, hub.port, path=f"/v1/ws?access_token={mint(['w1'])}")
+    assert peer.status == "HTTP/1.1 101 Switching Protocols"
+    op = json.dumps({"op": "subscribe", "id": 1, "workspace": "w1", "execution": "e1", "pad": "x" * 1500}).encode()
+    assert 1000 < len(op) < 4000
+    peer.send_frame(0x1, op[:900], fin=False)
+    peer.send_frame(0x0, op[900:], fin=True)
+    opcode, payload, _ = peer.read_frame()
+    assert opcode == 0x1 and json.loads(payload)["type"] == "subscribed"
+    peer.send_frame(0x1, op)
+    frames = []
+    while not frames or frames[-1][0] != 0x8:
+        opcode, payload, _ = peer.read_frame()
+        frames.append((opcode, payload))
+    assert frames[-1] == (0x8, (1009).to_bytes(2, "big") + b"frame larger than 1000 bytes")
+    # Then TCP ends: with the refused frame's remaining bytes unread, the kernel may end it with a reset.
+    try:
+        assert peer.read_eof()
+    except ConnectionResetError:
+        pass
