@@ -161,7 +161,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .some(let route) where route.opensConnection && server.state.isDraining:
             refuseWhileDraining(context: context)
         case .some(.echo):
-            upgrade(context: context, head: head, application: EchoApplication(), maxMessageSize: server.configuration.echoMaxMessageSize,
+            upgrade(context: context, head: head, application: EchoApplication(),
+                maxFrameSize: server.configuration.echoMaxMessageSize, maxMessageSize: server.configuration.echoMaxMessageSize,
                 budget: max(server.configuration.outboundBudget, 2 * server.configuration.echoMaxMessageSize + 1024))
         case .some(.webSocket):
             openHubSocket(context: context, head: head)
@@ -287,7 +288,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let session = HubSession(server: server, resources: server.loops.resources(for: context.eventLoop), principal: principal)
         // Half the budget may wait in the channel, half in the session's live backlog (OutboundBacklog).
-        upgrade(context: context, head: head, application: session, maxMessageSize: server.configuration.maxMessageSize,
+        upgrade(context: context, head: head, application: session, maxFrameSize: server.configuration.maxFrameSize,
+            maxMessageSize: server.configuration.maxMessageSize,
             budget: server.configuration.outboundBudget / 2)
     }
 
@@ -495,7 +497,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func upgrade(context: ChannelHandlerContext, head: HTTPRequestHead, application: WebSocketApplication,
-        maxMessageSize: Int, budget: Int)
+        maxFrameSize: Int, maxMessageSize: Int, budget: Int)
     {
         let request = HandshakeRequest(method: head.method.rawValue, uri: head.uri, versionMajor: head.version.major,
             versionMinor: head.version.minor, headers: head.headers.map { (name: $0.name, value: $0.value) })
@@ -513,7 +515,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let config = server.configuration
         let now = WebSocketHandler.now()
         let connection = WebSocketConnection(
-            configuration: .init(maxFrameSize: maxMessageSize, maxMessageSize: maxMessageSize,
+            configuration: .init(maxFrameSize: maxFrameSize, maxMessageSize: maxMessageSize,
                 pingInterval: nanoseconds(config.heartbeatSeconds), pongTimeout: nanoseconds(config.pongTimeoutSeconds),
                 closeTimeout: nanoseconds(config.closeTimeoutSeconds)),
             deflate: acceptance.deflate, now: now)
