@@ -65,7 +65,6 @@ public struct FrameDecoder: Sendable {
     private var state: State = .header
     /// True between the first and the final frame of a fragmented message.
     private var inFragmentedMessage = false
-    private let allocator = ByteBufferAllocator()
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -183,7 +182,7 @@ public struct FrameDecoder: Sendable {
     /// Reads `count` bytes, removing the mask (§5.3) with the key rotated by `maskOffset`.
     private func readUnmasked(_ buffer: inout ByteBuffer, count: Int, mask: UInt32?, maskOffset: Int) -> ByteBuffer {
         guard let mask else { return buffer.readSlice(length: count)! }
-        var out = allocator.buffer(capacity: count)
+        var out = ByteBufferAllocator().buffer(capacity: count)
         _ = buffer.withUnsafeReadableBytes { src in
             out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { dst in
                 Masking.unmask(src: src, dst: dst, count: count, mask: mask, offset: maskOffset)

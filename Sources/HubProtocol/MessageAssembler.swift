@@ -35,7 +35,6 @@ public struct MessageAssembler {
     private var message = ByteBuffer()
     private var utf8 = UTF8Validator()
     private var inflater: Inflater?
-    private let allocator = ByteBufferAllocator()
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -66,7 +65,7 @@ public struct MessageAssembler {
                     throw .messageTooLarge(limit: configuration.maxMessageSize)
                 }
                 if header.fin && message.readableBytes == 0 {
-                    message = allocator.buffer(capacity: header.length)
+                    message = ByteBufferAllocator().buffer(capacity: header.length)
                 }
             }
             return nil

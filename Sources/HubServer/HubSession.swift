@@ -185,13 +185,13 @@ final class HubSession: WebSocketApplication, EventSink {
             return sendError(id: id, "too_many_subscriptions",
                 "at most \(server.configuration.maxSubscriptionsPerSocket) subscriptions per socket")
         }
+        // The callbacks hold the session strongly until the broker answers (once): a weak reference would give every
+        // session a side table, and every retain of it on the delivery path would take the slow path.
         subscriptions[topic] = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker, onFailure: {
-            [weak self] error in
-            guard let self else { return }
+            [self] error in
             self.subscriptions[topic] = nil
             self.sendError(id: id, "unavailable", "the subscription could not be started (\(error)); retry with since")
-        }) { [weak self] _, result in
-            guard let self else { return }
+        }) { [self] _, result in
             var reply: [(String, JSON)] = [("type", .string("subscribed"))]
             if let id { reply.append(("id", id)) }
             reply += [("workspace", .string(topic.workspace)), ("execution", .string(topic.execution)),

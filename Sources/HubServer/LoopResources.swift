@@ -14,6 +14,8 @@ final class LoopResources: @unchecked Sendable {
     let encoder = EventEncoder()
     /// Flushes the connections of this loop that wrote since its last pass.
     let flusher: LoopFlusher
+    /// The deadlines of this loop's long-lived connections, served by one task.
+    let timers: LoopTimers
     /// Deflaters by window size: a connection's frames must use a window no larger than it agreed to.
     private var deflaters: [Int: Deflater] = [:]
 
@@ -21,6 +23,7 @@ final class LoopResources: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.router = LoopRouter(eventLoop: eventLoop, metrics: metrics)
         self.flusher = LoopFlusher(eventLoop: eventLoop)
+        self.timers = LoopTimers(eventLoop: eventLoop)
     }
 
     func deflater(windowBits: Int) -> Deflater {

@@ -7,7 +7,7 @@ import NIOCore
 ///
 /// The response head is written by hand with `Connection: close` and no transfer coding, so every event is the
 /// shared `EncodedEvent.sse` buffer written as is (no chunk framing per subscriber).
-final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink, Flushable {
+final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink, Flushable, TimerTarget {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -23,7 +23,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private var context: ChannelHandlerContext?
     private var subscription: Subscription?
     private var timer: StreamTimer
-    private var scheduled: Scheduled<Void>?
+    /// This stream's place in its loop's timer heap (`LoopTimers`).
+    var timerSlot = -1
     private var flushPending = false
     private var finished = false
     private var started = false
@@ -77,11 +78,12 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         var start = responseHead()
         SSEEncoder.writeRetry(into: &start, milliseconds: server.configuration.sseRetryMilliseconds)
         pendingHead = start
+        // Strong captures until the broker answers (once): a weak one would give the handler a side table (see HubSession).
         subscription = resources.router.subscribe(topic, since: since, sink: self, broker: server.broker, onFailure: {
-            [weak self] _ in
+            [self] _ in
             // The broker could not start the stream (Redis went away): 503 if nothing was sent yet, else the end of
             // the stream; either way EventSource reconnects (with Last-Event-ID).
-            guard let self, let context = self.context else { return }
+            guard let context = self.context else { return }
             self.subscription = nil
             self.finish()
             guard self.pendingHead != nil else { return context.close(promise: nil) }
@@ -92,8 +94,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
             context.writeAndFlush(self.wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
-        }) { [weak self] _, result in
-            guard let self, let context = self.context else { return }
+        }) { [self] _, result in
+            guard let context = self.context else { return }
             self.writeHead(context: context)
             self.lastSeq = min(since ?? result.headSeq, result.headSeq)
             if let first = result.truncatedFirstSeq, let since = self.since {
@@ -206,11 +208,11 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 return endWithReconnect(reason: reason)
             }
         }
-        if let next {
-            scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(next - now, 0))) { [self] in
-                tick()
-            }
-        }
+        if let next { resources.timers.schedule(self, at: next) }
+    }
+
+    func timerFired() {
+        tick()
     }
 
     /// Tells the client where to resume (`reconnect` with `last_event_id`), then ends the stream once that is written.
@@ -244,7 +246,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         finished = true
         if started { server.metrics.connections(.sse).decrement() }
         backlog.removeAll()
-        scheduled?.cancel()
+        resources.timers.cancel(self)
         if let subscription { resources.router.unsubscribe(subscription, broker: server.broker) }
         subscription = nil
         server.limiter.release(lease)

@@ -31,7 +31,7 @@ extension WebSocketApplication {
 /// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed by the
 /// loop's one flush pass (`LoopFlusher`), a frame meant for many connections is built once by the caller and written
 /// as the same buffer, and the connection keeps only a few bytes of partial header between reads.
-final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flushable {
+final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flushable, TimerTarget {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -48,8 +48,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     private var performing = false
     /// A read the channel asked for while it was over its water mark.
     private var readHeld = false
-    private var timer: Scheduled<Void>?
-    private var timerDeadline: Int64?
+    /// This connection's place in its loop's timer heap (`LoopTimers`): one deadline serves protocol and application.
+    var timerSlot = -1
     private var closed = false
     /// Set once a close frame is written: §5.5.1, no data frame may follow it.
     private var outputClosed = false
@@ -89,7 +89,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        resources.timers.cancel(self)
         self.context = nil
     }
 
@@ -245,13 +245,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
                 context.close(promise: nil)
             }
         }
+        // An idle connection keeps no action storage (it is rare: a read that carried a message).
+        actions = []
     }
 
     private func finish() {
         guard !closed else { return }
         closed = true
-        timer?.cancel()
-        timer = nil
+        resources.timers.cancel(self)
         application.didClose(self)
     }
 
@@ -268,16 +269,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
         guard !closed else { return }
         let protocolNext = connection.tick(now: now, actions: &actions)
         perform(context: context)
-        guard let next = [applicationNext, protocolNext].compactMap({ $0 }).min(), !closed else { return }
-        if let current = timerDeadline, current <= next, timer != nil { return }
-        timer?.cancel()
-        timerDeadline = next
-        let delay = max(next - now, 0)
-        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { [self] in
-            timer = nil
-            timerDeadline = nil
-            scheduleTick(now: clock())
-        }
+        let next = min(applicationNext ?? .max, protocolNext ?? .max)
+        guard !closed, next < .max else { return }
+        if let current = resources.timers.deadline(of: self), current <= next { return }
+        resources.timers.schedule(self, at: next)
+    }
+
+    func timerFired() {
+        scheduleTick(now: clock())
     }
 }
 
