@@ -2,9 +2,11 @@ import NIOCore
 
 /// Where a subscription's events go: a WebSocket session or an SSE stream. Called on the sink's event loop.
 public protocol EventSink: AnyObject {
-    /// Writes the event (without flushing: the sink flushes once per loop tick).
+    /// Writes the event.
     /// - Parameter replay: true for events read from history for this subscription, false for live ones.
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool)
+    /// - Parameter flush: hand it to the kernel at once (a live event that came alone); otherwise the sink flushes
+    ///   once per loop tick, so that the frames of a burst share one write.
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool)
 }
 
 /// One watcher's interest in one execution.
@@ -83,13 +85,13 @@ public final class LoopRouter: @unchecked Sendable {
             for event in result.replay where event.seq > subscription.lastSeq {
                 guard subscription.active else { break }
                 subscription.lastSeq = event.seq
-                subscription.sink.write(event, for: subscription, replay: true)
+                subscription.sink.write(event, for: subscription, replay: true, flush: false)
                 written += 1
             }
             for event in held where event.seq > subscription.lastSeq {
                 guard subscription.active else { break }
                 subscription.lastSeq = event.seq
-                subscription.sink.write(event, for: subscription, replay: false)
+                subscription.sink.write(event, for: subscription, replay: false, flush: false)
                 written += 1
             }
             if written > 0 { self.metrics.eventsDelivered.increment(by: written) }
@@ -110,7 +112,13 @@ public final class LoopRouter: @unchecked Sendable {
     }
 
     /// Called by the broker on this loop, in seq order per topic.
+    ///
+    /// An event that comes alone is flushed to each subscriber as it is written, so the first subscribers' bytes are
+    /// on their way while the fan-out goes on (flushing after the whole fan-out made the median subscriber wait for
+    /// every subscriber's user-space work). A batch (several events at once: a batch request, or a backlog read from
+    /// Redis under load) is written whole and flushed once per connection, so a subscriber's frames share one write.
     public func deliver(_ events: [EncodedEvent]) {
+        let flush = events.count == 1
         for event in events {
             guard let list = table[event.topic] else { continue }
             var written = 0
@@ -121,7 +129,7 @@ public final class LoopRouter: @unchecked Sendable {
                 }
                 guard event.seq > subscription.lastSeq else { continue }
                 subscription.lastSeq = event.seq
-                subscription.sink.write(event, for: subscription, replay: false)
+                subscription.sink.write(event, for: subscription, replay: false, flush: flush)
                 written += 1
             }
             guard written > 0 else { continue }

@@ -71,11 +71,11 @@ final class HubSession: WebSocketApplication, EventSink {
 
     // MARK: EventSink
 
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
         guard let socket else { return }
         let frame = socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame
         if backlog.isEmpty && socket.isWritable {
-            socket.write(frame: frame)
+            socket.write(frame: frame, flush: flush)
             return
         }
         // Paced: wait for the channel to drain. Live bytes beyond the budget make this a slow consumer.

@@ -148,11 +148,16 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
 
     // MARK: EventSink
 
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
         guard let context, !finished else { return }
         if backlog.isEmpty && writable {
             lastSeq = event.seq
             context.write(wrapOutboundOut(event.sse), promise: nil)
+            if flush {
+                flushPending = false
+                context.flush()
+                return
+            }
             // A burst that fills the budget within one tick goes to the kernel at once: only bytes the kernel will
             // not take count against the reader as slow.
             if !writable { context.flush() }

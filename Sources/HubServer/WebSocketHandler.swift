@@ -170,10 +170,16 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
 
     // MARK: Sending
 
-    /// Writes complete frame bytes; they go out with the connection's next flush, once per event-loop tick.
-    func write(frame: ByteBuffer) {
+    /// Writes complete frame bytes; they go out with the connection's next flush, once per event-loop tick, or at
+    /// once with `flush` (and with them anything queued earlier in the tick).
+    func write(frame: ByteBuffer, flush: Bool = false) {
         guard let context, !outputClosed else { return }
         context.write(wrapOutboundOut(frame), promise: nil)
+        if flush {
+            flushPending = false
+            context.flush()
+            return
+        }
         flushEarlyIfOverBudget(context: context)
         scheduleFlush(context: context)
     }

@@ -8,6 +8,8 @@ import XCTest
 final class CollectingSink: EventSink, @unchecked Sendable {
     var seqs: [UInt64] = []
     var events: [EncodedEvent] = []
+    /// Per write: (replay, flush).
+    var modes: [(replay: Bool, flush: Bool)] = []
     /// The head the broker reported when the subscription started.
     var head: UInt64?
     let until: UInt64
@@ -18,15 +20,16 @@ final class CollectingSink: EventSink, @unchecked Sendable {
         done = loop.makePromise()
     }
 
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
         seqs.append(event.seq)
         events.append(event)
+        modes.append((replay, flush))
         if event.seq == until { done.succeed() }
     }
 }
 
 final class NullSink: EventSink {
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {}
+    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {}
 }
 
 final class BrokerTests: XCTestCase, @unchecked Sendable {
@@ -127,13 +130,35 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(try loop.submit { sink.seqs }.wait(), [1, 2, 3])
     }
 
+    /// A live event that comes alone is flushed as it is written; the events of a batch and of a replay wait for the
+    /// connection's one flush per tick, so that they share a write.
+    func testAloneLiveEventsAreFlushedAtOnceBatchesAndReplaysAreNot() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(1), self.event(2)], on: loop, encoder: encoder) }.wait()
+        let sink = try loop.submit { () -> CollectingSink in
+            let sink = CollectingSink(until: 6, on: loop)
+            _ = router.subscribe(self.topic, since: 0, sink: sink, broker: broker) { _, _ in }
+            return sink
+        }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(3)], on: loop, encoder: encoder) }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(4), self.event(5), self.event(6)], on: loop, encoder: encoder) }.wait()
+        try sink.done.futureResult.wait()
+        let (seqs, modes) = try loop.submit { (sink.seqs, sink.modes) }.wait()
+        XCTAssertEqual(seqs, [1, 2, 3, 4, 5, 6])
+        XCTAssertEqual(modes.map(\.replay), [true, true, false, false, false, false])
+        XCTAssertEqual(modes.map(\.flush), [false, false, true, false, false, false])
+    }
+
     /// A sink whose connection closes while the replay is written (a failed flush closes at once): the router stops
     /// writing to it there, and the subscription is gone from the table.
     func testReplayStopsWhenTheSinkClosesMidway() throws {
         final class ClosingSink: EventSink, @unchecked Sendable {
             var seqs: [UInt64] = []
             var onWrite: (Subscription) -> Void = { _ in }
-            func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool) {
+            func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
                 seqs.append(event.seq)
                 onWrite(subscription)
             }

@@ -51,6 +51,21 @@ final class WebSocketHandlerTests: XCTestCase {
         XCTAssertTrue(channel.isActive)
     }
 
+    /// `flush: true` hands the frame (and anything queued before it) to the channel at once; without it, frames wait for
+    /// the loop's flush pass.
+    func testAFlushedWriteGoesOutAtOnceOthersWaitForTheFlushPass() throws {
+        let handler = try channel.pipeline.syncOperations.handler(type: WebSocketHandler.self)
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x61]))
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self))
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x62]), flush: true)
+        var out: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { out += Array(buffer.readableBytesView) }
+        XCTAssertEqual(out, [0x81, 0x01, 0x61, 0x81, 0x01, 0x62])
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x63]))
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self))
+        XCTAssertEqual(try written(), [0x81, 0x01, 0x63])
+    }
+
     func testTwoMessagesInOneReadAreBothEchoedInOrder() throws {
         try send(maskedHello + maskedHello)
         XCTAssertEqual(try written(), [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F, 0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
