@@ -318,3 +318,21 @@ def mem_total():
     with open("/proc/meminfo") as f:
         kb = int(f.readline().split()[1])
     return f"{kb / 1024 / 1024:.0f} GiB"
+
+
+def parse_mix(text):
+    """`ws=0.4,sse=0.6` as {transport: share}, the shares scaled to sum to 1."""
+    mix = {}
+    for part in text.split(","):
+        name, share = part.split("=")
+        mix[name] = float(share)
+    total = sum(mix.values())
+    return {name: share / total for name, share in mix.items()}
+
+
+def split(connections, mix):
+    """Connections per transport, in proportion to `mix`, summing to `connections` exactly."""
+    names = list(mix)
+    counts = {name: int(connections * mix[name]) for name in names}
+    counts[names[0]] += connections - sum(counts.values())
+    return counts

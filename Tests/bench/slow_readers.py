@@ -60,24 +60,9 @@ import time
 import types
 
 from harness import (ROOT, Hub, Publisher, Subscribers, build_release, expected_deliveries, load_average,
-                     merge_reports, mib, percentile, publish)
+                     merge_reports, mib, parse_mix, percentile, publish, split)
 
 SLOW_SOCKET = ["--rcvbuf", "4096", "--mss", "1448"]
-
-
-def parse_mix(text):
-    shares = {}
-    for part in text.split(","):
-        name, share = part.split("=")
-        shares[name] = float(share)
-    return {k: v / sum(shares.values()) for k, v in shares.items()}
-
-
-def split(total, mix):
-    names = list(mix)
-    counts = {name: int(total * mix[name]) for name in names}
-    counts[names[0]] += total - sum(counts.values())
-    return counts
 
 
 def main():

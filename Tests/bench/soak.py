@@ -32,27 +32,10 @@ import time
 import types
 
 from harness import (ROOT, Hub, Publisher, Subscribers, build_release, cpu_seconds, load_average, merge_reports, mib,
-                     percentile, publish, wait_delivered)
+                     parse_mix, percentile, publish, split, wait_delivered)
 
 HUB_DEFAULT_HEARTBEAT = 15.0
 HUB_DEFAULT_HISTORY = 100_000
-
-
-def parse_mix(text):
-    mix = {}
-    for part in text.split(","):
-        name, share = part.split("=")
-        mix[name] = float(share)
-    total = sum(mix.values())
-    return {name: share / total for name, share in mix.items()}
-
-
-def split(connections, mix):
-    """Connections per transport, in proportion to `mix`, summing to `connections` exactly."""
-    names = list(mix)
-    counts = {name: int(connections * mix[name]) for name in names}
-    counts[names[0]] += connections - sum(counts.values())
-    return counts
 
 
 def main():
