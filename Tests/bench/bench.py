@@ -12,6 +12,7 @@ counts lost, duplicated and out-of-order messages; a run with any of them is mar
 Needs: release builds of `hub` and `loadgen` (the script builds them), nginx with libnginx-mod-nchan, redis-server.
 """
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -250,10 +251,25 @@ def table(results, names):
                 ratios.append("—")
         add(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 
-    for (transport, n) in sorted({(t, n) for (_, t, n) in results.get("idle", {})}):
-        row(f"idle memory per {transport} connection, {n}",
-            {name: results["idle"].get((name, transport, n), {}).get("bytes_per_connection") for name in names},
-            fmt_kib, True)
+    # Per connection at each size, then what one more connection costs without the fixed costs that those figures
+    # spread over N: the growth from the second-largest to the largest size, per connection added.
+    idle = results.get("idle", {})
+    for transport in sorted({t for (_, t, _) in idle}):
+        sizes = sorted({n for (_, t, n) in idle if t == transport})
+        for n in sizes:
+            row(f"idle memory per {transport} connection, {n}",
+                {name: idle.get((name, transport, n), {}).get("bytes_per_connection") for name in names}, fmt_kib, True)
+        if len(sizes) < 2:
+            continue
+        low, high = sizes[-2], sizes[-1]
+
+        def marginal(name):
+            a, b = idle.get((name, transport, low)), idle.get((name, transport, high))
+            if not a or not b or b["connected"] == a["connected"]:
+                return None
+            return ((b["rss"] - b["base_rss"]) - (a["rss"] - a["base_rss"])) / (b["connected"] - a["connected"])
+        row(f"idle memory per {transport} connection, each one added from {low} to {high}",
+            {name: marginal(name) for name in names}, fmt_kib, True)
     for key, label in (("latency_1k", "1k subscribers"), ("latency_10k", "10k subscribers"),
                        ("latency_10k_sse", "10k SSE subscribers"), ("many", "1,000 subscribers on one execution")):
         if key not in results:
@@ -287,6 +303,14 @@ def table(results, names):
     return "\n".join(lines)
 
 
+def load_results(path):
+    """A results.json as `main` wrote it, with its tuple keys (idle, compression) made tuples again."""
+    with open(path) as f:
+        raw = json.load(f)
+    key = lambda k: ast.literal_eval(k) if k.startswith("(") else k
+    return {k: {key(a): b for a, b in v.items()} if isinstance(v, dict) else v for k, v in raw.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small smoke version (CI)")
@@ -294,7 +318,11 @@ def main():
     parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,compression")
     parser.add_argument("--servers", default="hub,hub+redis,nchan,nchan+redis")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
+    parser.add_argument("--table", metavar="RESULTS", help="print the table of a saved run (its results.json) and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(load_results(args.table), args.servers.split(",")))
+        return 0
     if args.bin:
         bin_dir = args.bin
     else:
