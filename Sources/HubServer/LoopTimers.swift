@@ -4,7 +4,7 @@ import NIOCore
 protocol TimerTarget: AnyObject {
     /// Where this target sits in the timer heap (managed by `LoopTimers`; -1 when not scheduled).
     var timerSlot: Int { get set }
-    /// Its deadline came (monotonic nanoseconds): it is no longer scheduled, and may schedule again.
+    /// Its deadline came: it is no longer scheduled, and may schedule again.
     func timerFired()
 }
 

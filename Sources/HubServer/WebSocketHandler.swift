@@ -28,9 +28,10 @@ extension WebSocketApplication {
 /// The one handler in a WebSocket connection's pipeline after the upgrade: bytes in through the protocol state
 /// machine, actions out.
 ///
-/// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed by the
-/// loop's one flush pass (`LoopFlusher`), a frame meant for many connections is built once by the caller and written
-/// as the same buffer, and the connection keeps only a few bytes of partial header between reads.
+/// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed at once
+/// (a live event that came alone) or by the loop's one flush pass (`LoopFlusher`), a frame meant for many connections
+/// is built once by the caller and written as the same buffer, the connection's deadlines live in the loop's timer
+/// heap (`LoopTimers`), and it keeps only a few bytes of partial header between reads.
 final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flushable, TimerTarget {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
