@@ -6,8 +6,9 @@ protocol Flushable: AnyObject {
     func flushNow()
 }
 
-/// Flushes every connection of one event loop that wrote since the last pass, in one task: the writes a fan-out
-/// makes are flushed once per connection, after the whole fan-out, by one task instead of one task per connection.
+/// Flushes every connection of one event loop that wrote since the last pass, in one task: the writes of a batch, a
+/// replay or a control reply are flushed once per connection, by one task instead of one task per connection. (A
+/// live event that comes alone is flushed as it is written; see `LoopRouter.deliver`.)
 /// (Waiting between passes under load to put more frames into each write was measured and dropped: with 10,000
 /// subscribers on 100 channels a connection gets a frame every 100 ms or so even at saturation, so a useful wait
 /// costs more latency than the targets allow; see README "Benchmarks".) Confined to its event loop.
