@@ -35,6 +35,9 @@ public final class LoopRouter: @unchecked Sendable {
     public let eventLoop: EventLoop
     private var table: [TopicKey: [Subscription]] = [:]
     private let metrics: HubMetrics
+    /// True from the first delivery of a loop tick until the tick's tasks run: a later event of the same tick is
+    /// not flushed on its own but with the loop's flush pass.
+    private var deliveredThisTick = false
 
     public init(eventLoop: EventLoop, metrics: HubMetrics = .none) {
         self.eventLoop = eventLoop
@@ -113,12 +116,19 @@ public final class LoopRouter: @unchecked Sendable {
 
     /// Called by the broker on this loop, in seq order per topic.
     ///
-    /// An event that comes alone is flushed to each subscriber as it is written, so the first subscribers' bytes are
-    /// on their way while the fan-out goes on (flushing after the whole fan-out made the median subscriber wait for
-    /// every subscriber's user-space work). A batch (several events at once: a batch request, or a backlog read from
-    /// Redis under load) is written whole and flushed once per connection, so a subscriber's frames share one write.
+    /// The first event of a loop tick, when it comes alone, is flushed to each subscriber as it is written, so the
+    /// first subscribers' bytes are on their way while the fan-out goes on (flushing after the whole fan-out made the
+    /// median subscriber wait for every subscriber's user-space work). Everything else waits for the loop's flush
+    /// pass, once per connection: a batch (a batch request, or a backlog read from Redis), and every later event of
+    /// the same tick. A loop that falls behind reads many ingestion requests per tick, so under overload a
+    /// subscriber's frames of one tick share one write and the cost per delivery falls as the load rises; an idle or
+    /// moderately loaded loop sees one event per tick and flushes each at once.
     public func deliver(_ events: [EncodedEvent]) {
-        let flush = events.count == 1
+        let flush = events.count == 1 && !deliveredThisTick
+        if !deliveredThisTick {
+            deliveredThisTick = true
+            eventLoop.assumeIsolated().execute { self.deliveredThisTick = false }
+        }
         for event in events {
             guard let list = table[event.topic] else { continue }
             var written = 0

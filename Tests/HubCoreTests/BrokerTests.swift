@@ -152,6 +152,33 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(modes.map(\.flush), [false, false, true, false, false, false])
     }
 
+    /// Events that reach a loop in the same tick (an overloaded loop reads many ingestion requests at once): only the
+    /// first is flushed as it is written; the later ones wait for the loop's flush pass, so that a subscriber's frames
+    /// of that tick share one write. The next tick's first event is flushed at once again.
+    func testOnlyTheFirstEventOfALoopTickIsFlushedAtOnce() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        let sink = try loop.submit { () -> CollectingSink in
+            let sink = CollectingSink(until: 5, on: loop)
+            _ = router.subscribe(self.topic, since: nil, sink: sink, broker: broker) { _, _ in }
+            return sink
+        }.wait()
+        // Three separate publishes in one task: one tick.
+        try loop.submit {
+            for seq in 1...3 { _ = broker.publish([self.event(seq)], on: loop, encoder: encoder) }
+        }.wait()
+        // Later tasks: later ticks, one event each.
+        _ = try loop.flatSubmit { broker.publish([self.event(4)], on: loop, encoder: encoder) }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(5)], on: loop, encoder: encoder) }.wait()
+        try sink.done.futureResult.wait()
+        let (seqs, modes) = try loop.submit { (sink.seqs, sink.modes) }.wait()
+        XCTAssertEqual(seqs, [1, 2, 3, 4, 5])
+        XCTAssertEqual(modes.map(\.replay), [false, false, false, false, false])
+        XCTAssertEqual(modes.map(\.flush), [true, false, false, true, true])
+    }
+
     /// A sink whose connection closes while the replay is written (a failed flush closes at once): the router stops
     /// writing to it there, and the subscription is gone from the table.
     func testReplayStopsWhenTheSinkClosesMidway() throws {
