@@ -80,12 +80,12 @@ SERVERS = {
 }
 
 
-def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40, settle=0.5):
+def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40, settle=0.5, connections=32):
     """One open-loop step: publish `rate` messages/s for `duration` s; returns the step's numbers."""
     subs.reset(epoch)
     cpu0 = cpu_seconds(server.pids)
     t0 = time.monotonic()
-    pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size)
+    pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size, connections)
     # Give the last messages time to arrive (bounded), then count.
     deadline = time.monotonic() + 10
     while True:
@@ -182,34 +182,50 @@ def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, durat
     return out
 
 
-def saturation(ctx, names, subscribers, channels, steps, duration, extra=None):
-    """Raises the delivery rate step by step until p99 passes 100 ms or anything is lost; the best clean step wins.
-    `extra(name)` may name one more rate to measure (1.5x Nchan's saturation, for the hub)."""
+# The saturation publisher keeps this many requests in flight (one per keep-alive connection). With fewer, a server
+# that falls behind stops being offered more: the publisher queues the rest itself and never shows what the server
+# could sustain with a deeper queue (the hub reads every waiting request in one loop tick and batches their writes).
+SATURATION_PUBLISH_CONNECTIONS = 512
+
+
+def saturation(ctx, names, subscribers, channels, steps, duration, extra=None, publish_connections=None):
+    """Raises the delivery rate step by step while the server sustains it: nothing lost, duplicated or out of order,
+    and at least 95% of the offered rate delivered. Records the best step with p99 under 100 ms, the best with p99
+    under 250 ms and the best sustained at any p99. `extra(name)` may name one more rate to measure (1.5x Nchan's
+    saturation, for the hub)."""
     out = {}
     per_message = subscribers // channels
+    connections = publish_connections or SATURATION_PUBLISH_CONNECTIONS
     for name in names:
         def one(server):
             prefix = ctx.prefix()
             subs = Subscribers(ctx, server, "ws", subscribers, channels, prefix)
-            result = {"steps": [], "best": None, "extra": None}
+            result = {"steps": [], "best": None, "best_250": None, "sustained": None, "extra": None,
+                      "publish_connections": connections}
+
+            def step_at(rate):
+                return measure(ctx, server, subs, channels, prefix, rate / per_message, duration, ctx.next_epoch(),
+                               connections=connections)
             try:
                 measure(ctx, server, subs, channels, prefix, min(200, channels * 2), 1, ctx.next_epoch())
                 for rate in steps:
-                    step = measure(ctx, server, subs, channels, prefix, rate / per_message, duration,
-                                   ctx.next_epoch())
+                    step = step_at(rate)
                     result["steps"].append(step)
-                    ok = clean(step) and step["p99_ms"] < 100 and step["deliveries_per_s"] > 0.95 * rate
+                    sustained = clean(step) and step["deliveries_per_s"] > 0.95 * rate
                     print(f"  saturation {name:12} {rate:7.0f}/s: got {step['deliveries_per_s']:8.0f}/s p99 "
                           f"{step['p99_ms']:8.2f} ms, {step['per_cpu_s']:9.0f} msg/CPU-s, lost {step['lost']} "
-                          f"dup {step['duplicates']} ooo {step['out_of_order']}{'' if ok else '  <- limit'}",
+                          f"dup {step['duplicates']} ooo {step['out_of_order']}{'' if sustained else '  <- limit'}",
                           flush=True)
-                    if not ok:
+                    if not sustained:
                         break
-                    result["best"] = step
+                    result["sustained"] = step
+                    if step["p99_ms"] < 250:
+                        result["best_250"] = step
+                    if step["p99_ms"] < 100:
+                        result["best"] = step
                 more = extra(name) if extra else None
                 if more:
-                    step = measure(ctx, server, subs, channels, prefix, more / per_message, duration,
-                                   ctx.next_epoch())
+                    step = step_at(more)
                     result["extra"] = step
                     print(f"  at {more:7.0f}/s {name:12}: p99 {step['p99_ms']:.2f} ms, lost {step['lost']}", flush=True)
                 return result
@@ -283,15 +299,25 @@ def table(results, names):
             + " | | |")
     if "saturation" in results:
         s = results["saturation"]
-        row("saturation: highest clean delivery rate (p99 < 100 ms, nothing lost)",
-            {n: s[n]["best"]["deliveries_per_s"] if s[n]["best"] else None for n in s}, lambda v: f"{v:,.0f}/s", False)
-        row("saturation: its p99 ms", {n: s[n]["best"]["p99_ms"] if s[n]["best"] else None for n in s},
-            lambda v: f"{v:.2f}", True)
-        row("saturation: messages per server CPU-second there",
-            {n: s[n]["best"]["per_cpu_s"] if s[n]["best"] else None for n in s}, lambda v: f"{v:,.0f}", False)
+        conns = {s[n].get("publish_connections", 32) for n in s}
+
+        def best(key, field):
+            return {n: s[n][key][field] if s[n].get(key) else None for n in s}
+        row("saturation: highest clean delivery rate (p99 < 100 ms, nothing lost)", best("best", "deliveries_per_s"),
+            lambda v: f"{v:,.0f}/s", False)
+        row("saturation: highest sustained delivery rate with p99 < 250 ms, nothing lost",
+            best("best_250", "deliveries_per_s"), lambda v: f"{v:,.0f}/s", False)
+        row("saturation: highest sustained delivery rate, nothing lost (any p99)", best("sustained", "deliveries_per_s"),
+            lambda v: f"{v:,.0f}/s", False)
+        row("saturation: its p50 ms", best("sustained", "p50_ms"), lambda v: f"{v:.2f}", True)
+        row("saturation: its p99 ms", best("sustained", "p99_ms"), lambda v: f"{v:.2f}", True)
+        row("saturation: messages per server CPU-second there", best("sustained", "per_cpu_s"),
+            lambda v: f"{v:,.0f}", False)
+        add(f"| saturation: publisher requests in flight at most | {', '.join(str(c) for c in sorted(conns))} |"
+            + " |" * (len(names) + 1))
         extra = {n: s[n]["extra"]["p99_ms"] for n in s if s[n].get("extra")}
         if extra:
-            row("p99 ms at 1.5× Nchan's saturation rate", extra, lambda v: f"{v:.2f}", True)
+            row("p99 ms at 1.5× Nchan's sustained rate with p99 < 250 ms", extra, lambda v: f"{v:.2f}", True)
     if "compression" in results:
         c = results["compression"]
         for name in hub_names:
@@ -348,15 +374,15 @@ def main():
         if "many" in only:
             results["many"] = steady(ctx, names, "ws", 100 if q else 1000, 1, (100 if q else 1000) * 20, 2 if q else 10)
         if "saturation" in only:
-            steps = [2000, 4000] if q else [50000, 80000, 100000, 110000, 120000, 130000, 140000, 160000, 200000,
-                                            250000]
+            steps = [2000, 4000] if q else [50000, 80000, 100000, 110000, 120000, 130000, 140000, 160000, 180000,
+                                            200000, 220000, 240000, 260000, 280000, 300000]
             nchan_first = sorted(names, key=lambda n: not n.startswith("nchan"))
             sat = {}
 
             def extra(name):
                 peer = "nchan+redis" if name == "hub+redis" else "nchan"
-                if name.startswith("hub") and sat.get(peer, {}).get("best"):
-                    return 1.5 * sat[peer]["best"]["deliveries_per_s"]
+                if name.startswith("hub") and sat.get(peer, {}).get("best_250"):
+                    return 1.5 * sat[peer]["best_250"]["deliveries_per_s"]
                 return None
             for name in nchan_first:
                 sat.update(saturation(ctx, [name], 200 if q else 10000, 20 if q else 100, steps, 2 if q else 6, extra))
