@@ -66,6 +66,50 @@ final class WebSocketHandlerTests: XCTestCase {
         XCTAssertEqual(try written(), [0x81, 0x01, 0x63])
     }
 
+    /// Deferred frames wait in the handler and reach the channel only with the flush that sends them (the pass, or a
+    /// flushed write behind them), in order; a burst beyond the staging limit goes to the channel at once, where its
+    /// water marks see it.
+    func testDeferredFramesReachTheChannelOnlyWithTheirFlushInOrder() throws {
+        final class Recorder: ChannelOutboundHandler {
+            typealias OutboundIn = ByteBuffer
+            var log: [String] = []
+            func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+                let buffer = unwrapOutboundIn(data)
+                log.append("write \(buffer.readableBytes)")
+                context.write(data, promise: promise)
+            }
+            func flush(context: ChannelHandlerContext) {
+                log.append("flush")
+                context.flush()
+            }
+        }
+        let recorder = Recorder()
+        try channel.pipeline.syncOperations.addHandler(recorder, position: .first)
+        let handler = try channel.pipeline.syncOperations.handler(type: WebSocketHandler.self)
+        handler.write(frame: ByteBuffer(repeating: 1, count: 10))
+        handler.write(frame: ByteBuffer(repeating: 2, count: 20))
+        XCTAssertEqual(recorder.log, [])
+        handler.write(frame: ByteBuffer(repeating: 3, count: 30), flush: true)
+        XCTAssertEqual(recorder.log, ["write 10", "write 20", "write 30", "flush"])
+        recorder.log = []
+        handler.write(frame: ByteBuffer(repeating: 4, count: 40))
+        XCTAssertEqual(recorder.log, [])
+        loop.run()  // the loop's flush pass
+        XCTAssertEqual(recorder.log, ["write 40", "flush"])
+        recorder.log = []
+        // Up to the limit the frames wait; the one that would pass it sends them and itself to the channel at once.
+        let size = WebSocketHandler.stagedLimit / 4
+        for _ in 0..<4 { handler.write(frame: ByteBuffer(repeating: 5, count: size)) }
+        XCTAssertEqual(recorder.log, [])
+        handler.write(frame: ByteBuffer(repeating: 6, count: 1))
+        XCTAssertEqual(recorder.log, Array(repeating: "write \(size)", count: 4) + ["write 1"])
+        loop.run()
+        XCTAssertEqual(recorder.log.last, "flush")
+        var total = 0
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) { total += buffer.readableBytes }
+        XCTAssertEqual(total, 10 + 20 + 30 + 40 + 4 * size + 1)
+    }
+
     func testTwoMessagesInOneReadAreBothEchoedInOrder() throws {
         try send(maskedHello + maskedHello)
         XCTAssertEqual(try written(), [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F, 0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
