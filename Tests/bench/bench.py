@@ -23,7 +23,7 @@ import time
 
 from harness import (BENCH_LIMITS, LOAD_CPU, NCHAN_MODULE, ROOT, SERVER_CPU, Hub, Redis, Subscribers, build_release,
                      cpu_model, cpu_seconds, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
-                     wait_port)
+                     wait_port, write_syscalls)
 
 class Nchan:
     kind = "nchan"
@@ -84,6 +84,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
     """One open-loop step: publish `rate` messages/s for `duration` s; returns the step's numbers."""
     subs.reset(epoch)
     cpu0 = cpu_seconds(server.pids)
+    writes0 = write_syscalls(server.pids)
     t0 = time.monotonic()
     pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size, connections)
     # Give the last messages time to arrive (bounded), then count.
@@ -95,6 +96,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
             break
         time.sleep(settle)
     cpu = cpu_seconds(server.pids) - cpu0
+    writes = write_syscalls(server.pids) - writes0
     delivered = sum(rep["distinct"])
     hist = rep["histogram_us"]
     return {
@@ -103,6 +105,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
         "lost": expected - delivered, "duplicates": rep["duplicates"], "out_of_order": rep["out_of_order"],
         "closed": rep["closed_by_server"], "cpu_s": cpu, "wall_s": time.monotonic() - t0,
         "per_cpu_s": delivered / cpu if cpu > 0 else 0.0, "deliveries_per_s": delivered / pub["elapsed"],
+        "writes": writes, "per_write": delivered / writes if writes > 0 else 0.0,
         "p50_ms": percentile(hist, 50) / 1000, "p99_ms": percentile(hist, 99) / 1000,
         "p999_ms": percentile(hist, 99.9) / 1000, "max_ms": max(hist) / 1000 if hist else 0,
         "rss": rss_bytes(server.pids), "publisher_max_queue": pub["max_queue"],
@@ -294,6 +297,8 @@ def table(results, names):
         for metric, what in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
             row(f"{label}: {what} ms", {n: r[n][metric] for n in r}, lambda v: f"{v:.2f}", True)
         row(f"{label}: messages per server CPU-second", {n: r[n]["per_cpu_s"] for n in r}, lambda v: f"{v:,.0f}", False)
+        row(f"{label}: messages per write system call", {n: r[n].get("per_write") for n in r}, lambda v: f"{v:.2f}",
+            False)
         add(f"| {label}: lost / duplicated / out of order | " + " | ".join(
             f"{r[n]['lost']} / {r[n]['duplicates']} / {r[n]['out_of_order']}" if n in r else "—" for n in names)
             + " | | |")
@@ -313,6 +318,8 @@ def table(results, names):
         row("saturation: its p99 ms", best("sustained", "p99_ms"), lambda v: f"{v:.2f}", True)
         row("saturation: messages per server CPU-second there", best("sustained", "per_cpu_s"),
             lambda v: f"{v:,.0f}", False)
+        row("saturation: messages per write system call there", best("sustained", "per_write"),
+            lambda v: f"{v:.2f}", False)
         add(f"| saturation: publisher requests in flight at most | {', '.join(str(c) for c in sorted(conns))} |"
             + " |" * (len(names) + 1))
         extra = {n: s[n]["extra"]["p99_ms"] for n in s if s[n].get("extra")}

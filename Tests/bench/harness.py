@@ -69,6 +69,17 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
+def write_syscalls(pids):
+    """Write-family system calls (write, writev, ...) the processes have made: /proc/PID/io syscw."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("syscw:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def rss_bytes(pids):
     total = 0
     for pid in pids:
