@@ -4,9 +4,11 @@ import NIOCore
 public protocol EventSink: AnyObject {
     /// Writes the event.
     /// - Parameter replay: true for events read from history for this subscription, false for live ones.
-    /// - Parameter flush: hand it to the kernel at once (a live event that came alone); otherwise the sink flushes
-    ///   once per loop tick, so that the frames of a burst share one write.
+    /// - Parameter flush: hand it to the kernel at once (the sink's first live event of the loop tick, come alone);
+    ///   otherwise the sink flushes once per loop tick, so that the frames of a burst share one write.
     func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool)
+    /// The router's `tick` when it last asked this sink to flush at once (kept by the router; start at 0).
+    var flushedTick: UInt32 { get set }
 }
 
 /// One watcher's interest in one execution.
@@ -35,8 +37,9 @@ public final class LoopRouter: @unchecked Sendable {
     public let eventLoop: EventLoop
     private var table: [TopicKey: [Subscription]] = [:]
     private let metrics: HubMetrics
-    /// True from the first delivery of a loop tick until the tick's tasks run: a later event of the same tick is
-    /// not flushed on its own but with the loop's flush pass.
+    /// Numbers the loop ticks that deliver something (it wraps; a stale match only defers one flush to the pass).
+    public private(set) var tick: UInt32 = 0
+    /// True from the first delivery of a loop tick until the tick's tasks run.
     private var deliveredThisTick = false
 
     public init(eventLoop: EventLoop, metrics: HubMetrics = .none) {
@@ -116,19 +119,21 @@ public final class LoopRouter: @unchecked Sendable {
 
     /// Called by the broker on this loop, in seq order per topic.
     ///
-    /// The first event of a loop tick, when it comes alone, is flushed to each subscriber as it is written, so the
-    /// first subscribers' bytes are on their way while the fan-out goes on (flushing after the whole fan-out made the
-    /// median subscriber wait for every subscriber's user-space work). Everything else waits for the loop's flush
-    /// pass, once per connection: a batch (a batch request, or a backlog read from Redis), and every later event of
-    /// the same tick. A loop that falls behind reads many ingestion requests per tick, so under overload a
-    /// subscriber's frames of one tick share one write and the cost per delivery falls as the load rises; an idle or
-    /// moderately loaded loop sees one event per tick and flushes each at once.
+    /// A live event that comes alone is flushed to each subscriber as it is written, so the first subscribers' bytes
+    /// are on their way while the fan-out goes on (flushing after the whole fan-out made the median subscriber wait
+    /// for every subscriber's user-space work) -- unless that sink was already flushed at once in this loop tick (it
+    /// watches several executions, and an overloaded loop read events of several of them in one tick): then the
+    /// event joins the write the loop's flush pass makes, so the sink's frames of one tick share one write. A batch
+    /// (a batch request, or a backlog read from Redis) is written whole and flushed once per connection too. A sink
+    /// that watches one execution gets one event per tick, each at once, since an execution's events arrive one
+    /// after another.
     public func deliver(_ events: [EncodedEvent]) {
-        let flush = events.count == 1 && !deliveredThisTick
         if !deliveredThisTick {
             deliveredThisTick = true
+            tick &+= 1
             eventLoop.assumeIsolated().execute { self.deliveredThisTick = false }
         }
+        let alone = events.count == 1
         for event in events {
             guard let list = table[event.topic] else { continue }
             var written = 0
@@ -139,7 +144,10 @@ public final class LoopRouter: @unchecked Sendable {
                 }
                 guard event.seq > subscription.lastSeq else { continue }
                 subscription.lastSeq = event.seq
-                subscription.sink.write(event, for: subscription, replay: false, flush: flush)
+                let sink = subscription.sink
+                let flush = alone && sink.flushedTick != tick
+                if flush { sink.flushedTick = tick }
+                sink.write(event, for: subscription, replay: false, flush: flush)
                 written += 1
             }
             guard written > 0 else { continue }

@@ -17,6 +17,8 @@ final class HubSession: WebSocketApplication, EventSink {
     private var tokenWarning: (at: Int64, principal: Principal)?
     private var tokenExpiry: (at: Int64, principal: Principal)?
     private var backlog = OutboundBacklog()
+    /// Kept by the loop's router (`EventSink.flushedTick`).
+    var flushedTick: UInt32 = 0
 
     init(server: ServerContext, resources: LoopResources, principal: Principal?) {
         self.server = server

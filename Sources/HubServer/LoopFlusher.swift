@@ -7,13 +7,13 @@ protocol Flushable: AnyObject {
 }
 
 /// Flushes every connection of one event loop that wrote since the last pass, in one task: the writes of a batch, a
-/// replay, a control reply, or the events after the first of a loop tick are flushed once per connection, by one task
-/// instead of one task per connection. (The first live event of a tick is flushed as it is written; see
-/// `LoopRouter.deliver`.) The pass never waits for more: an overloaded loop's ticks grow long by themselves and
-/// carry many events each, which is what puts several frames into one write. (A pass that waited on purpose under
-/// load was measured and dropped: with 10,000 subscribers on 100 channels a connection gets a frame every 40 ms or
-/// so, so a wait long enough to matter cost more latency than the gain; see README "Benchmarks".) Confined to its
-/// event loop.
+/// replay, a control reply, or a connection's live events after its first of a loop tick are flushed once per
+/// connection, by one task instead of one task per connection. (A connection's first live event of a tick is flushed
+/// as it is written; see `LoopRouter.deliver`.) The pass never waits for more: an overloaded loop's ticks grow long
+/// by themselves, and a connection that watches several executions then gets several frames per tick, which share
+/// one write. (A pass that waited on purpose under load was measured and dropped: with 10,000 subscribers on 100
+/// channels a connection gets a frame every 40 ms or so, so a wait long enough to matter cost more latency than the
+/// gain; see README "Benchmarks".) Confined to its event loop.
 final class LoopFlusher {
     let eventLoop: EventLoop
     private var dirty: [Flushable] = []

@@ -26,6 +26,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// This stream's place in its loop's timer heap (`LoopTimers`).
     var timerSlot = -1
     private var flushPending = false
+    /// Kept by the loop's router (`EventSink.flushedTick`).
+    var flushedTick: UInt32 = 0
     private var finished = false
     private var started = false
     /// The response head and `retry:` line, held until the broker has the subscription: a client that sees them may

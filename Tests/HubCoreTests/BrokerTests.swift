@@ -12,6 +12,7 @@ final class CollectingSink: EventSink, @unchecked Sendable {
     var modes: [(replay: Bool, flush: Bool)] = []
     /// The head the broker reported when the subscription started.
     var head: UInt64?
+    var flushedTick: UInt32 = 0
     let until: UInt64
     let done: EventLoopPromise<Void>
 
@@ -29,6 +30,7 @@ final class CollectingSink: EventSink, @unchecked Sendable {
 }
 
 final class NullSink: EventSink {
+    var flushedTick: UInt32 = 0
     func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {}
 }
 
@@ -152,37 +154,62 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(modes.map(\.flush), [false, false, true, false, false, false])
     }
 
-    /// Events that reach a loop in the same tick (an overloaded loop reads many ingestion requests at once): only the
-    /// first is flushed as it is written; the later ones wait for the loop's flush pass, so that a subscriber's frames
-    /// of that tick share one write. The next tick's first event is flushed at once again.
-    func testOnlyTheFirstEventOfALoopTickIsFlushedAtOnce() throws {
+    /// Lone live events that reach a loop in the same tick (an overloaded loop reads many ingestion requests at
+    /// once): each sink is flushed at once for its first event of the tick, and its later ones wait for the loop's
+    /// flush pass, so that its frames of that tick share one write. The next tick's first event is flushed at once
+    /// again.
+    func testASinkIsFlushedAtOnceForItsFirstLoneEventOfALoopTickOnly() throws {
         let broker = MemoryBroker(clock: { 0 })
         let loop = group.next()
         let encoder = try loop.submit { EventEncoder() }.wait()
         let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
-        let sink = try loop.submit { () -> CollectingSink in
-            let sink = CollectingSink(until: 5, on: loop)
-            _ = router.subscribe(self.topic, since: nil, sink: sink, broker: broker) { _, _ in }
-            return sink
+        let other = TopicKey(workspace: "w1", execution: "e2")
+        let third = TopicKey(workspace: "w1", execution: "e3")
+        // `many` watches all three executions; `one` watches only the first, `solo` only the second.
+        let (many, one, solo) = try loop.submit { () -> (CollectingSink, CollectingSink, CollectingSink) in
+            let many = CollectingSink(until: 99, on: loop)
+            let one = CollectingSink(until: 3, on: loop)
+            let solo = CollectingSink(until: 99, on: loop)
+            for topic in [self.topic, other, third] {
+                _ = router.subscribe(topic, since: nil, sink: many, broker: broker) { _, _ in }
+            }
+            _ = router.subscribe(self.topic, since: nil, sink: one, broker: broker) { _, _ in }
+            _ = router.subscribe(other, since: nil, sink: solo, broker: broker) { _, _ in }
+            return (many, one, solo)
         }.wait()
-        // Three separate publishes in one task: one tick.
-        try loop.submit {
-            for seq in 1...3 { _ = broker.publish([self.event(seq)], on: loop, encoder: encoder) }
+        // One tick: an event of each execution, then a second event of the first, each published on its own.
+        let firstTick = try loop.submit { () -> UInt32 in
+            for (seq, topic) in [(1, self.topic), (1, other), (1, third), (2, self.topic)] {
+                _ = broker.publish([self.event(seq, topic: topic)], on: loop, encoder: encoder)
+            }
+            return router.tick
         }.wait()
-        // Later tasks: later ticks, one event each.
-        _ = try loop.flatSubmit { broker.publish([self.event(4)], on: loop, encoder: encoder) }.wait()
-        _ = try loop.flatSubmit { broker.publish([self.event(5)], on: loop, encoder: encoder) }.wait()
-        try sink.done.futureResult.wait()
-        let (seqs, modes) = try loop.submit { (sink.seqs, sink.modes) }.wait()
-        XCTAssertEqual(seqs, [1, 2, 3, 4, 5])
-        XCTAssertEqual(modes.map(\.replay), [false, false, false, false, false])
-        XCTAssertEqual(modes.map(\.flush), [true, false, false, true, true])
+        // Later ticks: one event each.
+        _ = try loop.flatSubmit { broker.publish([self.event(3, topic: self.topic)], on: loop, encoder: encoder) }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(2, topic: other)], on: loop, encoder: encoder) }.wait()
+        try one.done.futureResult.wait()
+        let (manyModes, oneModes, soloModes, oneSeqs, lastTick) = try loop.submit {
+            () -> ([(replay: Bool, flush: Bool)], [(replay: Bool, flush: Bool)], [(replay: Bool, flush: Bool)], [UInt64], UInt32) in
+            many.done.succeed()
+            solo.done.succeed()
+            return (many.modes, one.modes, solo.modes, one.seqs, router.tick)
+        }.wait()
+        // Another sink's first event of the tick: at once, though the loop delivered other events before it.
+        XCTAssertEqual(soloModes.map(\.flush), [true, true])
+        XCTAssertEqual(oneSeqs, [1, 2, 3])
+        // Two events of one execution in one tick (which a publisher that waits for each answer never causes) share
+        // a write too.
+        XCTAssertEqual(oneModes.map(\.flush), [true, false, true])
+        XCTAssertEqual(manyModes.map(\.replay), [false, false, false, false, false, false])
+        XCTAssertEqual(manyModes.map(\.flush), [true, false, false, false, true, true])
+        XCTAssertEqual(lastTick, firstTick &+ 3)
     }
 
     /// A sink whose connection closes while the replay is written (a failed flush closes at once): the router stops
     /// writing to it there, and the subscription is gone from the table.
     func testReplayStopsWhenTheSinkClosesMidway() throws {
         final class ClosingSink: EventSink, @unchecked Sendable {
+            var flushedTick: UInt32 = 0
             var seqs: [UInt64] = []
             var onWrite: (Subscription) -> Void = { _ in }
             func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
