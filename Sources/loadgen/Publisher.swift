@@ -2,7 +2,8 @@ import HubNative
 import NIOCore
 import NIOPosix
 
-/// One keep-alive HTTP/1.1 connection of the publisher: one request in flight at a time.
+/// One keep-alive HTTP/1.1 connection of the publisher: one request in flight at a time, and the messages of its
+/// channels waiting in order.
 final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -12,6 +13,10 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
     private(set) var busy = false
     /// The channel of the request in flight.
     var inflightChannel = 0
+    /// Messages of this connection's channels that wait for the request in flight to be answered, in order.
+    var queue: [(channel: Int, marker: Marker)] = []
+    var queueHead = 0
+    var queued: Int { queue.count - queueHead }
     let onResponse: (PublishConnection, Int) -> Void
     let onClose: (PublishConnection) -> Void
 
@@ -58,8 +63,10 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
 }
 
 /// Publishes at a fixed open-loop rate: message `i` is due at `start + i / rate`, on channel `i % channels`, with
-/// seq `i / channels + 1`. Messages that find every connection busy wait in order (their due time stays in the
-/// marker). Confined to its event loop.
+/// seq `i / channels + 1`. Each channel is published on one connection, as one engine worker reports one execution:
+/// its messages reach the server in order, one at a time, so that the order the subscribers check is the order the
+/// server received (requests on different connections have no order between them). Messages that find their
+/// connection busy wait in order (their due time stays in the marker). Confined to its event loop.
 final class Publisher: @unchecked Sendable {
     struct Settings {
         var server: ServerKind
@@ -77,9 +84,8 @@ final class Publisher: @unchecked Sendable {
     let settings: Settings
     let loop: EventLoop
     var connections: [PublishConnection] = []
-    private var idle: [PublishConnection] = []
-    private var queue: [(channel: Int, marker: Marker)] = []
-    private var queueHead = 0
+    /// The connection each channel is published on.
+    private var owner: [PublishConnection] = []
     private var next = 0
     private var total = 0
     private var startNanos: UInt64 = 0
@@ -100,10 +106,10 @@ final class Publisher: @unchecked Sendable {
 
     func add(_ connection: PublishConnection) {
         connections.append(connection)
-        idle.append(connection)
     }
 
     func start() {
+        owner = (0..<settings.channels.count).map { connections[$0 % connections.count] }
         total = Int(settings.rate * settings.duration)
         startNanos = wallNanoseconds()
         ticker = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { [self] _ in tick() }
@@ -116,28 +122,30 @@ final class Publisher: @unchecked Sendable {
             let channel = next % settings.channels.count
             let marker = Marker(epoch: settings.epoch, seq: UInt32(next / settings.channels.count + 1),
                 nanoseconds: startNanos + UInt64(Double(next) / settings.rate * 1e9))
-            queue.append((channel, marker))
+            owner[channel].queue.append((channel, marker))
+            waiting += 1
             next += 1
         }
-        maxQueue = max(maxQueue, queue.count - queueHead)
-        pump()
+        maxQueue = max(maxQueue, waiting)
+        for connection in connections { pump(connection) }
         if next >= total { ticker?.cancel() }
     }
 
-    private func pump() {
-        // Round-robin over the connections (first idle first), so that none idles long enough for a server to close it.
-        while queueHead < queue.count, !idle.isEmpty {
-            let connection = idle.removeFirst()
-            let (channel, marker) = queue[queueHead]
-            queueHead += 1
-            connection.inflightChannel = channel
-            connection.send(request(channel: channel, marker: marker))
-            sent += 1
+    /// Messages queued on all connections.
+    private var waiting = 0
+
+    private func pump(_ connection: PublishConnection) {
+        guard !connection.busy, connection.queued > 0 else { return }
+        let (channel, marker) = connection.queue[connection.queueHead]
+        connection.queueHead += 1
+        waiting -= 1
+        if connection.queueHead > 4096 && connection.queueHead * 2 > connection.queue.count {
+            connection.queue.removeFirst(connection.queueHead)
+            connection.queueHead = 0
         }
-        if queueHead > 4096 && queueHead * 2 > queue.count {
-            queue.removeFirst(queueHead)
-            queueHead = 0
-        }
+        connection.inflightChannel = channel
+        connection.send(request(channel: channel, marker: marker))
+        sent += 1
     }
 
     func responded(_ connection: PublishConnection, status: Int) {
@@ -145,15 +153,19 @@ final class Publisher: @unchecked Sendable {
         statuses[status, default: 0] += 1
         // Only what the server accepted counts as published (and so as expected at every subscriber).
         if (200..<300).contains(status) { perChannel[connection.inflightChannel] += 1 }
-        idle.append(connection)
-        pump()
+        pump(connection)
         if answered == total { done.succeed() }
     }
 
+    /// A connection the server closed hands its channels and waiting messages, in order, to another one.
     func closed(_ connection: PublishConnection) {
-        idle.removeAll { $0 === connection }
         connections.removeAll { $0 === connection }
-        if connections.isEmpty { done.succeed() }
+        guard let heir = connections.first else { return done.succeed() }
+        for channel in owner.indices where owner[channel] === connection { owner[channel] = heir }
+        heir.queue.append(contentsOf: connection.queue[connection.queueHead...])
+        connection.queue = []
+        connection.queueHead = 0
+        pump(heir)
     }
 
     private func request(channel: Int, marker: Marker) -> ByteBuffer {

@@ -185,10 +185,8 @@ def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, durat
     return out
 
 
-# The saturation publisher keeps this many requests in flight (one per keep-alive connection). With fewer, a server
-# that falls behind stops being offered more: the publisher queues the rest itself and never shows what the server
-# could sustain with a deeper queue (the hub reads every waiting request in one loop tick and batches their writes).
-SATURATION_PUBLISH_CONNECTIONS = 512
+# The saturation publisher uses one connection per channel (at most one request in flight per channel, as one engine
+# worker reports one execution; more would let a channel's messages overtake each other on the way to the server).
 
 
 def saturation(ctx, names, subscribers, channels, steps, duration, extra=None, publish_connections=None):
@@ -198,7 +196,7 @@ def saturation(ctx, names, subscribers, channels, steps, duration, extra=None, p
     saturation, for the hub)."""
     out = {}
     per_message = subscribers // channels
-    connections = publish_connections or SATURATION_PUBLISH_CONNECTIONS
+    connections = publish_connections or channels
     for name in names:
         def one(server):
             prefix = ctx.prefix()
