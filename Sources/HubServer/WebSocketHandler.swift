@@ -29,10 +29,10 @@ extension WebSocketApplication {
 /// machine, actions out.
 ///
 /// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed at once
-/// (a connection's first live event of a loop tick) or staged here and handed to the channel by the loop's one flush pass
-/// (`LoopFlusher`), a frame meant for many connections is built once by the caller and written as the same buffer,
-/// the connection's deadlines live in the loop's timer heap (`LoopTimers`), and it keeps only a few bytes of partial
-/// header between reads.
+/// (a connection's first live event of a loop tick) or staged here and handed to the channel by the loop's one flush
+/// pass (`LoopFlusher`), a frame meant for many connections is built once by the caller and written as the same
+/// buffer, the connection's deadlines live in the loop's timer heap (`LoopTimers`), and it keeps only a few bytes of
+/// partial header between reads.
 final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flushable, TimerTarget {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -49,9 +49,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     private var flushPending = false
     /// Frames that wait for the flush pass (`LoopFlusher`) and go to the channel there, right before its flush: a
     /// deferred frame then touches the channel's objects once, with the flush, instead of once when it is written and
-    /// again when it is flushed (with thousands of connections those are cache misses, most of the user-space cost of
-    /// a delivery under load). At most `stagedLimit` bytes wait here; beyond that frames go to the channel at once,
-    /// where its water marks see them.
+    /// again when it is flushed (with thousands of connections each touch is a handful of cache misses). At most
+    /// `stagedLimit` bytes wait here; beyond that frames go to the channel at once, where its water marks see them.
     private var staged: [ByteBuffer] = []
     private var stagedBytes = 0
     static let stagedLimit = 16 * 1024

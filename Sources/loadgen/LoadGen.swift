@@ -122,7 +122,11 @@ struct Publish: ParsableCommand {
     @Option var epoch: UInt32 = 1
     @Option var workspace = "w1"
     @Option var engineSecret = ""
-    @Option(help: "Keep-alive connections (one request in flight on each; channel c is published on connection c mod N, so each channel's messages arrive in order).") var connections = 32
+    @Option(help: """
+        Keep-alive connections, one request in flight on each; channel c is published on connection c mod N, so each \
+        channel's messages arrive in order.
+        """)
+    var connections = 32
     @Option var source = "127.0.0.1"
 
     func run() throws {

@@ -185,11 +185,12 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
             return router.tick
         }.wait()
         // Later ticks: one event each.
-        _ = try loop.flatSubmit { broker.publish([self.event(3, topic: self.topic)], on: loop, encoder: encoder) }.wait()
+        _ = try loop.flatSubmit { broker.publish([self.event(3)], on: loop, encoder: encoder) }.wait()
         _ = try loop.flatSubmit { broker.publish([self.event(2, topic: other)], on: loop, encoder: encoder) }.wait()
         try one.done.futureResult.wait()
+        typealias Modes = [(replay: Bool, flush: Bool)]
         let (manyModes, oneModes, soloModes, oneSeqs, lastTick) = try loop.submit {
-            () -> ([(replay: Bool, flush: Bool)], [(replay: Bool, flush: Bool)], [(replay: Bool, flush: Bool)], [UInt64], UInt32) in
+            () -> (Modes, Modes, Modes, [UInt64], UInt32) in
             many.done.succeed()
             solo.done.succeed()
             return (many.modes, one.modes, solo.modes, one.seqs, router.tick)
