@@ -14,9 +14,7 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
     /// The channel of the request in flight.
     var inflightChannel = 0
     /// Messages of this connection's channels that wait for the request in flight to be answered, in order.
-    var queue: [(channel: Int, marker: Marker)] = []
-    var queueHead = 0
-    var queued: Int { queue.count - queueHead }
+    var queue = CircularBuffer<(channel: Int, marker: Marker)>()
     let onResponse: (PublishConnection, Int) -> Void
     let onClose: (PublishConnection) -> Void
 
@@ -135,14 +133,8 @@ final class Publisher: @unchecked Sendable {
     private var waiting = 0
 
     private func pump(_ connection: PublishConnection) {
-        guard !connection.busy, connection.queued > 0 else { return }
-        let (channel, marker) = connection.queue[connection.queueHead]
-        connection.queueHead += 1
+        guard !connection.busy, let (channel, marker) = connection.queue.popFirst() else { return }
         waiting -= 1
-        if connection.queueHead > 4096 && connection.queueHead * 2 > connection.queue.count {
-            connection.queue.removeFirst(connection.queueHead)
-            connection.queueHead = 0
-        }
         connection.inflightChannel = channel
         connection.send(request(channel: channel, marker: marker))
         sent += 1
@@ -162,9 +154,8 @@ final class Publisher: @unchecked Sendable {
         connections.removeAll { $0 === connection }
         guard let heir = connections.first else { return done.succeed() }
         for channel in owner.indices where owner[channel] === connection { owner[channel] = heir }
-        heir.queue.append(contentsOf: connection.queue[connection.queueHead...])
-        connection.queue = []
-        connection.queueHead = 0
+        heir.queue.append(contentsOf: connection.queue)
+        connection.queue.removeAll()
         pump(heir)
     }
 
