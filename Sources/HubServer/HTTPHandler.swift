@@ -29,6 +29,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     /// An ingestion request whose events the broker is storing (with Redis, a round trip): not idle.
     private var publishing = false
+    /// Parts of pipelined requests that arrived while an ingestion was being stored: handled in order once its
+    /// response is out, so that responses keep the order of requests (HTTP/1.1) and events the order they were sent.
+    /// Reading stops meanwhile (`readingPaused`), so this holds at most what one read brought.
+    private var waiting = CircularBuffer<HTTPServerRequestPart>()
+    private var readingPaused = false
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
     private var lastResponse: EventLoopFuture<Void>?
 
@@ -53,7 +58,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
         // An idle keep-alive connection closes now (once its last response is written); one with a request in
         // flight closes after its response (`sendRaw` adds `Connection: close` while the hub drains).
-        if head == nil && body == nil && !done && !publishing {
+        if head == nil && body == nil && !done && !publishing && waiting.isEmpty {
             done = true
             requestDeadline = nil
             if let lastResponse {
@@ -93,7 +98,32 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !done else { return }
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if publishing || !waiting.isEmpty {
+            if !readingPaused {
+                readingPaused = true
+                try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+            }
+            waiting.append(part)
+            return
+        }
+        handle(context: context, part: part)
+    }
+
+    /// Handles the requests that waited for an ingestion's response, until one of them waits in turn.
+    private func handleWaiting(context: ChannelHandlerContext) {
+        while !publishing && !done, let part = waiting.popFirst() {
+            handle(context: context, part: part)
+        }
+        // Reading resumes once nothing waits, also for the handler an upgrade handed the connection to.
+        if readingPaused && waiting.isEmpty && !publishing {
+            readingPaused = false
+            try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        }
+    }
+
+    private func handle(context: ChannelHandlerContext, part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             // The request timer keeps running until the request ends: a body that trickles is cut off too.
             self.head = head
@@ -445,6 +475,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         publishing = true
         server.broker.publish(events, on: context.eventLoop, encoder: resources.encoder).assumeIsolated().whenComplete { result in
             self.publishing = false
+            defer { self.handleWaiting(context: context) }
             switch result {
             case .success(let results):
                 let duplicates = results.lazy.filter(\.duplicate).count

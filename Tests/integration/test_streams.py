@@ -949,3 +949,53 @@ def test_engine_retry_with_same_idempotency_key_is_delivered_once(hub_factory):
     assert_delivered(events[0], done, 1)
     assert_delivered(events[3], fence, 4)
     assert no_message(watcher)
+
+
+def read_responses(sock, count):
+    """Reads `count` HTTP responses (with Content-Length bodies) from one connection, in order: [(status, body)]."""
+    data = b""
+    out = []
+    while len(out) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end].decode("latin-1").split("\r\n")
+            length = next(int(line.split(":", 1)[1]) for line in head[1:] if line.lower().startswith("content-length:"))
+            if len(data) >= head_end + 4 + length:
+                out.append((int(head[0].split(" ")[1]), data[head_end + 4:head_end + 4 + length]))
+                data = data[head_end + 4 + length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(out)} responses"
+        data += chunk
+    return out
+
+
+def test_pipelined_ingestion_is_answered_and_numbered_in_request_order(hub_factory):
+    """An engine may send an execution's reports pipelined on one keep-alive connection: every request is answered,
+    in the order sent (a refused one in the middle too), and the events are numbered and delivered in that order."""
+    hub = hub_factory(*W)
+    ex = "pipelined"
+    watcher = Watcher(hub, mint())
+    watcher.subscribe("w1", ex, expect_seq=0)
+    raw = b""
+    for n in range(1, 61):
+        if n == 30:
+            body = b'{"event":"node.log",'  # cut short: 400, and the connection stays open
+        else:
+            body = hc.compact(hc.node_event(ex, "step", "node.log", {"message": f"{ex} #{n if n < 30 else n - 1}"}))
+        headers = hc.signed_headers(body)
+        raw += (b"POST /v1/jobs/progress HTTP/1.1\r\nHost: hub\r\n"
+                + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    raw += b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n"
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    sock.sendall(raw)  # all of it at once: the hub reads many requests in one read
+    responses = read_responses(sock, 61)
+    sock.close()
+    assert [status for status, _ in responses] == [202] * 29 + [400] + [202] * 30 + [200]
+    assert json.loads(responses[29][1])["error"] == "invalid_json"
+    seqs = [json.loads(body)["accepted"][0]["seq"] for status, body in responses if status == 202]
+    assert seqs == list(range(1, 60))
+    for seq, event in enumerate(watcher.events(59), start=1):
+        check_numbered(event, ex, seq)
+    assert no_message(watcher)
