@@ -59,4 +59,14 @@ public protocol Broker: AnyObject, Sendable {
 
     /// Whether the broker can store and deliver events now (false while Redis is unreachable). Any thread.
     var isAvailable: Bool { get }
+
+    /// Hands `router` at once the events published for it whose delivery is still queued; returns whether there were
+    /// any. Called on the router's loop when a read that published events is complete, so that they are written
+    /// before the loop reads other connections.
+    func deliverPending(to router: LoopRouter) -> Bool
+}
+
+extension Broker {
+    /// A broker that delivers only what comes back from elsewhere (Redis) has nothing to hand over early.
+    public func deliverPending(to router: LoopRouter) -> Bool { false }
 }

@@ -117,16 +117,16 @@ public final class LoopRouter: @unchecked Sendable {
         broker.unsubscribe(subscription.topic, router: self)
     }
 
-    /// Called by the broker on this loop, in seq order per topic.
+    /// Called by the broker on this loop, in seq order per topic. The brokers hand over everything published in one
+    /// loop tick as one batch.
     ///
     /// A live event that comes alone is flushed to each subscriber as it is written, so the first subscribers' bytes
     /// are on their way while the fan-out goes on (flushing after the whole fan-out made the median subscriber wait
-    /// for every subscriber's user-space work) -- unless that sink was already flushed at once in this loop tick (it
-    /// watches several executions, and an overloaded loop read events of several of them in one tick): then the
-    /// event joins the write the loop's flush pass makes, so the sink's frames of one tick share one write. A batch
-    /// (a batch request, or a backlog read from Redis) is written whole and flushed once per connection too. A sink
-    /// that watches one execution gets one event per tick, each at once, since an execution's events arrive one
-    /// after another.
+    /// for every subscriber's user-space work) -- unless that sink was already flushed at once in this loop tick
+    /// (lone events reached this router twice in one tick): then the event joins the write the loop's flush pass
+    /// makes. A batch (events published in the same tick, such as an engine's pipelined requests, a batch request,
+    /// or a backlog read from Redis) is written whole and flushed once per connection by the pass, so that each
+    /// sink's frames of the tick share one write.
     public func deliver(_ events: [EncodedEvent]) {
         if !deliveredThisTick {
             deliveredThisTick = true

@@ -36,6 +36,9 @@ public final class MemoryBroker: Broker {
     private struct State {
         var logs: [TopicKey: ExecutionLog] = [:]
         var totalEvents = 0
+        /// Per event loop, the events published since its delivery task was scheduled and not yet handed to its
+        /// router: the publishes of one loop tick reach each router as one batch, in one hop.
+        var pending: [ObjectIdentifier: (router: LoopRouter, events: [EncodedEvent])] = [:]
 
         /// The execution's log, created (and entered in the table) when it has none.
         mutating func log(for topic: TopicKey) -> ExecutionLog {
@@ -104,13 +107,28 @@ public final class MemoryBroker: Broker {
                 results.append(PublishResult(topic: event.topic, seq: log.lastSeq, duplicate: false))
             }
             if state.totalEvents > config.maxEventsTotal { Self.evict(&state, below: config.maxEventsTotal) }
-            // Enqueued under the lock: each loop receives every execution's events in seq order.
-            for (_, (router, batch)) in outgoing {
-                router.eventLoop.execute { router.deliver(batch) }
+            // Queued under the lock: each loop receives every execution's events in seq order. A loop whose delivery
+            // has not happened yet gets these in the same batch (several publishes read at once, such as the
+            // pipelined requests of one engine, reach each watcher in one write). The publishing loop's own router
+            // is usually handed its batch at the end of the read (`deliverPending`); the task is for the others.
+            for (id, (router, batch)) in outgoing {
+                if state.pending[id] != nil {
+                    state.pending[id]!.events.append(contentsOf: batch)
+                    continue
+                }
+                state.pending[id] = (router, batch)
+                router.eventLoop.execute { [self] in _ = self.deliverPending(to: router) }
             }
             return results
         }
         return eventLoop.makeSucceededFuture(results)
+    }
+
+    public func deliverPending(to router: LoopRouter) -> Bool {
+        let id = ObjectIdentifier(router)
+        guard let events = state.withLockedValue({ $0.pending.removeValue(forKey: id)?.events }) else { return false }
+        router.deliver(events)
+        return true
     }
 
     /// Drops the history of the least recently active executions until at most `limit` events remain.

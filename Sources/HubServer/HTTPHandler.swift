@@ -34,6 +34,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Reading stops meanwhile (`readingPaused`), so this holds at most what one read brought.
     private var waiting = CircularBuffer<HTTPServerRequestPart>()
     private var readingPaused = false
+    /// Set when this read published events: at its end they are delivered and flushed (`channelReadComplete`).
+    private var publishedInRead = false
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
     private var lastResponse: EventLoopFuture<Void>?
 
@@ -108,6 +110,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         handle(context: context, part: part)
+    }
+
+    /// The events of every request this read brought (an engine's pipelined reports) go out now, each watcher's in
+    /// one write, before the loop reads other connections: an event waits for the rest of its read, not for the
+    /// loop's whole tick.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if publishedInRead {
+            publishedInRead = false
+            let resources = server.loops.resources(for: context.eventLoop)
+            if server.broker.deliverPending(to: resources.router) { resources.flusher.pass() }
+        }
+        context.fireChannelReadComplete()
     }
 
     /// Handles the requests that waited for an ingestion's response, until one of them waits in turn.
@@ -473,6 +487,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let resources = server.loops.resources(for: context.eventLoop)
         publishing = true
+        publishedInRead = true
         server.broker.publish(events, on: context.eventLoop, encoder: resources.encoder).assumeIsolated().whenComplete { result in
             self.publishing = false
             defer { self.handleWaiting(context: context) }

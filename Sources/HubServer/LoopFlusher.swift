@@ -32,7 +32,8 @@ final class LoopFlusher {
         eventLoop.assumeIsolated().execute { self.pass() }
     }
 
-    private func pass() {
+    /// Flushes every queued connection now (the queued task then finds less or nothing to do).
+    func pass() {
         scheduled = false
         swap(&dirty, &spare)
         for connection in spare { connection.flushNow() }

@@ -154,11 +154,12 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         XCTAssertEqual(modes.map(\.flush), [false, false, true, false, false, false])
     }
 
-    /// Lone live events that reach a loop in the same tick (an overloaded loop reads many ingestion requests at
-    /// once): each sink is flushed at once for its first event of the tick, and its later ones wait for the loop's
-    /// flush pass, so that its frames of that tick share one write. The next tick's first event is flushed at once
-    /// again.
-    func testASinkIsFlushedAtOnceForItsFirstLoneEventOfALoopTickOnly() throws {
+    /// The events published in one loop tick (an overloaded loop reads many ingestion requests at once, such as an
+    /// engine's pipelined requests) reach the loop's router as one batch, in one hop: every sink's frames of that
+    /// tick wait for the loop's flush pass, so that they share one write. A tick with a single event flushes it at
+    /// once. And when lone events still reach a router in two deliveries of one tick, a sink is flushed at once for
+    /// the first only.
+    func testTheEventsOfALoopTickReachEachSinkInOneWrite() throws {
         let broker = MemoryBroker(clock: { 0 })
         let loop = group.next()
         let encoder = try loop.submit { EventEncoder() }.wait()
@@ -168,7 +169,7 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         // `many` watches all three executions; `one` watches only the first, `solo` only the second.
         let (many, one, solo) = try loop.submit { () -> (CollectingSink, CollectingSink, CollectingSink) in
             let many = CollectingSink(until: 99, on: loop)
-            let one = CollectingSink(until: 3, on: loop)
+            let one = CollectingSink(until: 5, on: loop)
             let solo = CollectingSink(until: 99, on: loop)
             for topic in [self.topic, other, third] {
                 _ = router.subscribe(topic, since: nil, sink: many, broker: broker) { _, _ in }
@@ -187,6 +188,12 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         // Later ticks: one event each.
         _ = try loop.flatSubmit { broker.publish([self.event(3)], on: loop, encoder: encoder) }.wait()
         _ = try loop.flatSubmit { broker.publish([self.event(2, topic: other)], on: loop, encoder: encoder) }.wait()
+        // Two lone deliveries in one tick, straight to the router.
+        try loop.submit {
+            for seq in [4, 5] as [UInt64] {
+                router.deliver([encoder.encode(SequencedEvent(seq: seq, event: self.event(Int(seq))))])
+            }
+        }.wait()
         try one.done.futureResult.wait()
         typealias Modes = [(replay: Bool, flush: Bool)]
         let (manyModes, oneModes, soloModes, oneSeqs, lastTick) = try loop.submit {
@@ -195,15 +202,39 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
             solo.done.succeed()
             return (many.modes, one.modes, solo.modes, one.seqs, router.tick)
         }.wait()
-        // Another sink's first event of the tick: at once, though the loop delivered other events before it.
-        XCTAssertEqual(soloModes.map(\.flush), [true, true])
-        XCTAssertEqual(oneSeqs, [1, 2, 3])
-        // Two events of one execution in one tick (which a publisher that waits for each answer never causes) share
-        // a write too.
-        XCTAssertEqual(oneModes.map(\.flush), [true, false, true])
-        XCTAssertEqual(manyModes.map(\.replay), [false, false, false, false, false, false])
-        XCTAssertEqual(manyModes.map(\.flush), [true, false, false, false, true, true])
-        XCTAssertEqual(lastTick, firstTick &+ 3)
+        XCTAssertEqual(oneSeqs, [1, 2, 3, 4, 5])
+        XCTAssertEqual(oneModes.map(\.flush), [false, false, true, true, false])
+        XCTAssertEqual(soloModes.map(\.flush), [false, true])
+        XCTAssertEqual(manyModes.map(\.replay), [false, false, false, false, false, false, false, false])
+        XCTAssertEqual(manyModes.map(\.flush), [false, false, false, false, true, true, true, false])
+        XCTAssertEqual(lastTick, firstTick &+ 4)
+    }
+
+    /// The publishing loop hands its own router the events of a read at once (`deliverPending`), before the loop's
+    /// queued delivery task runs; the task then delivers nothing twice.
+    func testPendingEventsAreDeliveredAtOnceOnRequestAndOnlyOnce() throws {
+        let broker = MemoryBroker(clock: { 0 })
+        let loop = group.next()
+        let encoder = try loop.submit { EventEncoder() }.wait()
+        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
+        let sink = try loop.submit { () -> CollectingSink in
+            let sink = CollectingSink(until: 3, on: loop)
+            _ = router.subscribe(self.topic, since: nil, sink: sink, broker: broker) { _, _ in }
+            return sink
+        }.wait()
+        let (atOnce, again, seqsThen) = try loop.submit { () -> (Bool, Bool, [UInt64]) in
+            for i in 1...2 { _ = broker.publish([self.event(i)], on: loop, encoder: encoder) }
+            let atOnce = broker.deliverPending(to: router)
+            return (atOnce, broker.deliverPending(to: router), sink.seqs)
+        }.wait()
+        XCTAssertTrue(atOnce)
+        XCTAssertFalse(again)
+        XCTAssertEqual(seqsThen, [1, 2])
+        _ = try loop.flatSubmit { broker.publish([self.event(3)], on: loop, encoder: encoder) }.wait()
+        try sink.done.futureResult.wait()
+        let (seqs, modes) = try loop.submit { (sink.seqs, sink.modes) }.wait()
+        XCTAssertEqual(seqs, [1, 2, 3])
+        XCTAssertEqual(modes.map(\.flush), [false, false, true])
     }
 
     /// A sink whose connection closes while the replay is written (a failed flush closes at once): the router stops
