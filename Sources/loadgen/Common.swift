@@ -36,15 +36,15 @@ struct Marker: Equatable {
 
     func text() -> String { "~\(epoch)~\(seq)~\(nanoseconds)~" }
 
-    /// Finds the first marker in `bytes`.
+    /// Finds the first marker in `bytes` (allocates nothing: it runs once per received message).
     static func find(in bytes: UnsafeRawBufferPointer) -> Marker? {
         let tilde = UInt8(ascii: "~")
         var i = 0
         let n = bytes.count
         while i < n {
             guard bytes[i] == tilde else { i += 1; continue }
-            var fields: [UInt64] = []
-            fields.reserveCapacity(3)
+            var fields: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            var count = 0
             var j = i + 1
             var value: UInt64 = 0
             var digits = 0
@@ -54,18 +54,41 @@ struct Marker: Equatable {
                     value = value &* 10 &+ UInt64(b - 0x30)
                     digits += 1
                 } else if b == tilde && digits > 0 {
-                    fields.append(value)
+                    switch count {
+                    case 0: fields.0 = value
+                    case 1: fields.1 = value
+                    default: fields.2 = value
+                    }
+                    count += 1
                     value = 0
                     digits = 0
-                    if fields.count == 3 { break }
+                    if count == 3 { break }
                 } else {
                     break
                 }
                 j += 1
             }
-            if fields.count == 3 {
-                return Marker(epoch: UInt32(truncatingIfNeeded: fields[0]), seq: UInt32(truncatingIfNeeded: fields[1]),
-                    nanoseconds: fields[2])
+            if count == 3 {
+                return Marker(epoch: UInt32(truncatingIfNeeded: fields.0), seq: UInt32(truncatingIfNeeded: fields.1),
+                    nanoseconds: fields.2)
+            }
+            i += 1
+        }
+        return nil
+    }
+}
+
+extension UnsafeRawBufferPointer {
+    /// The index just past the first occurrence of `needle` (a plain loop: the generic `firstRange(of:)` allocates
+    /// and costs several times more, once per received message).
+    func end(of needle: [UInt8]) -> Int? {
+        guard needle.count <= count, let first = needle.first else { return nil }
+        var i = 0
+        while i + needle.count <= count {
+            if self[i] == first {
+                var k = 1
+                while k < needle.count && self[i + k] == needle[k] { k += 1 }
+                if k == needle.count { return i + k }
             }
             i += 1
         }

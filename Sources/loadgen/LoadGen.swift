@@ -123,10 +123,15 @@ struct Publish: ParsableCommand {
     @Option var workspace = "w1"
     @Option var engineSecret = ""
     @Option(help: """
-        Keep-alive connections, one request in flight on each; channel c is published on connection c mod N, so each \
-        channel's messages arrive in order.
+        Keep-alive connections; channel c is published on connection c mod N, so each channel's messages arrive in \
+        order.
         """)
     var connections = 32
+    @Option(help: """
+        Requests a connection may have in flight, pipelined (HTTP/1.1 answers them in order); more are sent only \
+        when messages fall behind their schedule.
+        """)
+    var pipeline = 1
     @Option var source = "127.0.0.1"
 
     func run() throws {
@@ -140,8 +145,8 @@ struct Publish: ParsableCommand {
         var opened: [EventLoopFuture<Channel>] = []
         for _ in 0..<connections {
             let future = try loop.submit { () -> EventLoopFuture<Channel> in
-                let connection = PublishConnection(
-                    onResponse: { c, status in publisher.responded(c, status: status) },
+                let connection = PublishConnection(depth: pipeline,
+                    onResponse: { c, channel, status in publisher.responded(c, channel: channel, status: status) },
                     onClose: { c in publisher.closed(c) })
                 return ClientBootstrap(group: loop)
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -2,34 +2,42 @@ import HubNative
 import NIOCore
 import NIOPosix
 
-/// One keep-alive HTTP/1.1 connection of the publisher: one request in flight at a time, and the messages of its
-/// channels waiting in order.
+/// One keep-alive HTTP/1.1 connection of the publisher: up to `depth` requests in flight (pipelined, answered in
+/// order), and the messages of its channels waiting in order.
 final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private var context: ChannelHandlerContext?
     private var buffer = ByteBuffer()
-    private(set) var busy = false
-    /// The channel of the request in flight.
-    var inflightChannel = 0
+    /// The channels of the requests in flight, oldest first (HTTP/1.1 answers pipelined requests in order).
+    var inflight = CircularBuffer<Int>()
+    /// How many requests may be in flight at once.
+    let depth: Int
+    var busy: Bool { inflight.count >= depth }
     /// Messages of this connection's channels that wait for the request in flight to be answered, in order.
     var queue = CircularBuffer<(channel: Int, marker: Marker)>()
-    let onResponse: (PublishConnection, Int) -> Void
+    let onResponse: (PublishConnection, Int, Int) -> Void
     let onClose: (PublishConnection) -> Void
 
-    init(onResponse: @escaping (PublishConnection, Int) -> Void, onClose: @escaping (PublishConnection) -> Void) {
+    init(depth: Int, onResponse: @escaping (PublishConnection, Int, Int) -> Void,
+        onClose: @escaping (PublishConnection) -> Void)
+    {
+        self.depth = depth
         self.onResponse = onResponse
         self.onClose = onClose
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
-    func send(_ request: ByteBuffer) {
+    /// Writes a request (the caller flushes).
+    func send(_ request: ByteBuffer, channel: Int) {
         guard let context else { return }
-        busy = true
-        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
+        inflight.append(channel)
+        context.write(wrapOutboundOut(request), promise: nil)
     }
+
+    func flush() { context?.flush() }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.context = nil
@@ -52,9 +60,8 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
             let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
             buffer.moveReaderIndex(forwardBy: headLength + contentLength)
             // A response to no request (a server closing an idle keep-alive connection, with 408) is not an answer.
-            guard busy else { continue }
-            busy = false
-            onResponse(self, status)
+            guard let channel = inflight.popFirst() else { continue }
+            onResponse(self, channel, status)
         }
         buffer.discardReadBytes()
     }
@@ -63,8 +70,10 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
 /// Publishes at a fixed open-loop rate: message `i` is due at `start + i / rate`, on channel `i % channels`, with
 /// seq `i / channels + 1`. Each channel is published on one connection, as one engine worker reports one execution:
 /// its messages reach the server in order, one at a time, so that the order the subscribers check is the order the
-/// server received (requests on different connections have no order between them). Messages that find their
-/// connection busy wait in order (their due time stays in the marker). Confined to its event loop.
+/// server received (requests on different connections have no order between them). A connection sends up to its
+/// depth of requests pipelined, as an engine that has fallen behind would: HTTP/1.1 answers them in order, so the
+/// order holds. Messages that find their connection full wait in order (their due time stays in the marker).
+/// Confined to its event loop.
 final class Publisher: @unchecked Sendable {
     struct Settings {
         var server: ServerKind
@@ -132,19 +141,23 @@ final class Publisher: @unchecked Sendable {
     /// Messages queued on all connections.
     private var waiting = 0
 
+    /// Sends what fits in the connection's pipeline, in one write.
     private func pump(_ connection: PublishConnection) {
-        guard !connection.busy, let (channel, marker) = connection.queue.popFirst() else { return }
-        waiting -= 1
-        connection.inflightChannel = channel
-        connection.send(request(channel: channel, marker: marker))
-        sent += 1
+        var wrote = false
+        while !connection.busy, let (channel, marker) = connection.queue.popFirst() {
+            waiting -= 1
+            connection.send(request(channel: channel, marker: marker), channel: channel)
+            sent += 1
+            wrote = true
+        }
+        if wrote { connection.flush() }
     }
 
-    func responded(_ connection: PublishConnection, status: Int) {
+    func responded(_ connection: PublishConnection, channel: Int, status: Int) {
         answered += 1
         statuses[status, default: 0] += 1
         // Only what the server accepted counts as published (and so as expected at every subscriber).
-        if (200..<300).contains(status) { perChannel[connection.inflightChannel] += 1 }
+        if (200..<300).contains(status) { perChannel[channel] += 1 }
         pump(connection)
         if answered == total { done.succeed() }
     }

@@ -204,7 +204,7 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func message(_ bytes: UnsafeRawBufferPointer) {
         if let m = Marker.find(in: bytes) {
-            if server == .hub, let at = bytes.firstRange(of: Self.seqField)?.upperBound {
+            if server == .hub, let at = bytes.end(of: Self.seqField) {
                 subscriber.resumeSeq = Self.number(in: bytes, at: at)
             }
             record(m)
@@ -214,13 +214,13 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
                 subscriber.heartbeats += 1
             } else if bytes.starts(with: Self.subscribedMessage) {
                 // The head seq when the subscription was made: where a live-only subscriber would resume.
-                if subscriber.resumeSeq == nil, let at = bytes.firstRange(of: Self.seqField)?.upperBound {
+                if subscriber.resumeSeq == nil, let at = bytes.end(of: Self.seqField) {
                     subscriber.resumeSeq = Self.number(in: bytes, at: at)
                 }
                 becomeReady()
             } else if bytes.starts(with: Self.truncatedMessage) {
                 stats.truncated += 1
-            } else if bytes.starts(with: Self.eventMessage), let at = bytes.firstRange(of: Self.seqField)?.upperBound {
+            } else if bytes.starts(with: Self.eventMessage), let at = bytes.end(of: Self.seqField) {
                 subscriber.resumeSeq = Self.number(in: bytes, at: at)
             }
         }
