@@ -268,16 +268,17 @@ def percentile(hist, p):
     return max(hist)
 
 
-def publish_command(ctx, server, channels, prefix, rate, duration, epoch, size=40, connections=32):
+def publish_command(ctx, server, channels, prefix, rate, duration, epoch, size=40, connections=32, pipeline=1):
     return ["taskset", "-c", LOAD_CPU, f"{ctx.bin}/loadgen", "publish", "--server", server.kind, "--port",
             str(server.port), "--channels", str(channels), "--channel-prefix", prefix, "--rate", str(rate), "--duration",
             str(duration), "--epoch", str(epoch), "--size", str(size), "--engine-secret", ENGINE_SECRET,
-            "--connections", str(connections)]
+            "--connections", str(connections), "--pipeline", str(pipeline)]
 
 
-def publish(ctx, server, channels, prefix, rate, duration, epoch, size=40, connections=32):
+def publish(ctx, server, channels, prefix, rate, duration, epoch, size=40, connections=32, pipeline=1):
     """Publishes open-loop and waits for every answer; returns the publisher's report."""
-    out = subprocess.run(publish_command(ctx, server, channels, prefix, rate, duration, epoch, size, connections),
+    out = subprocess.run(publish_command(ctx, server, channels, prefix, rate, duration, epoch, size, connections,
+                                         pipeline),
                          capture_output=True, text=True, timeout=duration + 120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
