@@ -114,16 +114,24 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         }
     }
 
-    func testIdempotentRetryIsStoredOnce() throws {
+    /// An embedded broker, a router on one loop, and one sink subscribed to `topic` that is done at seq `until`.
+    func oneSubscriber(until: UInt64, since: UInt64?) throws
+        -> (MemoryBroker, EventLoop, EventEncoder, LoopRouter, CollectingSink)
+    {
         let broker = MemoryBroker(clock: { 0 })
         let loop = group.next()
         let encoder = try loop.submit { EventEncoder() }.wait()
         let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
         let sink = try loop.submit { () -> CollectingSink in
-            let sink = CollectingSink(until: 3, on: loop)
-            _ = router.subscribe(self.topic, since: 0, sink: sink, broker: broker) { _, _ in }
+            let sink = CollectingSink(until: until, on: loop)
+            _ = router.subscribe(self.topic, since: since, sink: sink, broker: broker) { _, _ in }
             return sink
         }.wait()
+        return (broker, loop, encoder, router, sink)
+    }
+
+    func testIdempotentRetryIsStoredOnce() throws {
+        let (broker, loop, encoder, _, sink) = try oneSubscriber(until: 3, since: 0)
         let first = try loop.flatSubmit { broker.publish([self.event(1, key: "a"), self.event(2, key: "b")], on: loop, encoder: encoder) }.wait()
         let retry = try loop.flatSubmit { broker.publish([self.event(2, key: "b"), self.event(3, key: "c")], on: loop, encoder: encoder) }.wait()
         XCTAssertEqual(first.map(\.seq), [1, 2])
@@ -213,15 +221,7 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
     /// The publishing loop hands its own router the events of a read at once (`deliverPending`), before the loop's
     /// queued delivery task runs; the task then delivers nothing twice.
     func testPendingEventsAreDeliveredAtOnceOnRequestAndOnlyOnce() throws {
-        let broker = MemoryBroker(clock: { 0 })
-        let loop = group.next()
-        let encoder = try loop.submit { EventEncoder() }.wait()
-        let router = try loop.submit { LoopRouter(eventLoop: loop) }.wait()
-        let sink = try loop.submit { () -> CollectingSink in
-            let sink = CollectingSink(until: 3, on: loop)
-            _ = router.subscribe(self.topic, since: nil, sink: sink, broker: broker) { _, _ in }
-            return sink
-        }.wait()
+        let (broker, loop, encoder, router, sink) = try oneSubscriber(until: 3, since: nil)
         let (atOnce, again, seqsThen) = try loop.submit { () -> (Bool, Bool, [UInt64]) in
             for i in 1...2 { _ = broker.publish([self.event(i)], on: loop, encoder: encoder) }
             let atOnce = broker.deliverPending(to: router)
