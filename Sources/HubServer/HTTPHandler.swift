@@ -27,11 +27,21 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var requestTimer: Scheduled<Void>?
     /// Set while the handler is in the pipeline (for the request timer, which must not retain it).
     private var context: ChannelHandlerContext?
-    /// An ingestion request whose events the broker is storing (with Redis, a round trip): not idle.
-    private var publishing = false
-    /// Parts of pipelined requests that arrived while an ingestion was being stored: handled in order once its
-    /// response is out, so that responses keep the order of requests (HTTP/1.1) and events the order they were sent.
-    /// Reading stops meanwhile (`readingPaused`), so this holds at most what one read brought.
+    /// Ingestion requests whose events the broker is storing (with Redis, a round trip each): not idle. Pipelined
+    /// ingestion requests are published without waiting for each other (up to `maxPublishing`): the broker completes
+    /// publishes in the order they were made, so their answers go out in request order and their events are
+    /// numbered in that order.
+    private var publishing = 0
+    private static let maxPublishing = 32
+    /// Any other response, while ingestions are being stored, waits for their answers; nothing more is handled until
+    /// it is out.
+    private var deferredResponse: (() -> Void)?
+    /// Set while an ingestion's answer is written (it is in order, so it never waits).
+    private var answeringIngestion = false
+    /// Parts of pipelined requests that must wait (behind `deferredResponse`, or a request other than an ingestion
+    /// behind ingestions being stored): handled in order once the answers before them are out, so that responses
+    /// keep the order of requests (HTTP/1.1). Reading stops meanwhile (`readingPaused`), so this holds at most what
+    /// one read brought.
     private var waiting = CircularBuffer<HTTPServerRequestPart>()
     private var readingPaused = false
     /// Set when this read published events: at its end they are delivered and flushed (`channelReadComplete`).
@@ -60,7 +70,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard event is DrainEvent else { return context.fireUserInboundEventTriggered(event) }
         // An idle keep-alive connection closes now (once its last response is written); one with a request in
         // flight closes after its response (`sendRaw` adds `Connection: close` while the hub drains).
-        if head == nil && body == nil && !done && !publishing && waiting.isEmpty {
+        if head == nil && body == nil && !done && publishing == 0 && deferredResponse == nil && waiting.isEmpty {
             done = true
             requestDeadline = nil
             if let lastResponse {
@@ -101,15 +111,28 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !done else { return }
         let part = unwrapInboundIn(data)
-        if publishing || !waiting.isEmpty {
-            if !readingPaused {
-                readingPaused = true
-                try? context.channel.syncOptions?.setOption(.autoRead, value: false)
-            }
+        if !waiting.isEmpty || mustWait(part) {
+            pauseReading(context: context)
             waiting.append(part)
             return
         }
         handle(context: context, part: part)
+    }
+
+    /// Whether `part` must wait for the answers of the requests before it: everything waits behind a deferred
+    /// response; while ingestions are being stored, only further ingestion requests go ahead (up to
+    /// `maxPublishing`).
+    private func mustWait(_ part: HTTPServerRequestPart) -> Bool {
+        if deferredResponse != nil { return true }
+        guard publishing > 0, case .head(let head) = part else { return false }
+        guard case .some(.ingest) = server.route(for: head.uri) else { return true }
+        return publishing >= Self.maxPublishing
+    }
+
+    private func pauseReading(context: ChannelHandlerContext) {
+        guard !readingPaused else { return }
+        readingPaused = true
+        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
     }
 
     /// The events of every request this read brought (an engine's pipelined reports) go out now, each watcher's in
@@ -124,13 +147,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Handles the requests that waited for an ingestion's response, until one of them waits in turn.
+    /// Once no ingestion is being stored, writes the response that waited for them; then handles the requests that
+    /// waited, until one of them waits in turn.
     private func handleWaiting(context: ChannelHandlerContext) {
-        while !publishing && !done, let part = waiting.popFirst() {
+        if publishing == 0, let response = deferredResponse {
+            deferredResponse = nil
+            response()
+        }
+        while !done, let part = waiting.first, !mustWait(part) {
+            _ = waiting.popFirst()
             handle(context: context, part: part)
         }
         // Reading resumes once nothing waits, also for the handler an upgrade handed the connection to.
-        if readingPaused && waiting.isEmpty && !publishing {
+        if readingPaused && waiting.isEmpty && deferredResponse == nil {
             readingPaused = false
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
         }
@@ -486,11 +515,15 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let resources = server.loops.resources(for: context.eventLoop)
-        publishing = true
+        publishing += 1
         publishedInRead = true
         server.broker.publish(events, on: context.eventLoop, encoder: resources.encoder).assumeIsolated().whenComplete { result in
-            self.publishing = false
-            defer { self.handleWaiting(context: context) }
+            self.publishing -= 1
+            self.answeringIngestion = true
+            defer {
+                self.answeringIngestion = false
+                self.handleWaiting(context: context)
+            }
             switch result {
             case .success(let results):
                 let duplicates = results.lazy.filter(\.duplicate).count
@@ -610,6 +643,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func sendRaw(context: ChannelHandlerContext, status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer?,
         close: Bool)
     {
+        if publishing > 0 && !answeringIngestion {
+            // Ingestions before this request are still being stored: their answers go first.
+            if let context = self.context { pauseReading(context: context) }
+            deferredResponse = { self.sendRaw(context: context, status: status, headers: headers, body: body, close: close) }
+            return
+        }
         var headers = headers
         var close = close
         // A response finished while the hub drains is the connection's last.

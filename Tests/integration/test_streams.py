@@ -999,3 +999,25 @@ def test_pipelined_ingestion_is_answered_and_numbered_in_request_order(hub_facto
     for seq, event in enumerate(watcher.events(59), start=1):
         check_numbered(event, ex, seq)
     assert no_message(watcher)
+
+
+def test_malformed_request_pipelined_behind_ingestions_is_answered_after_them(hub_factory):
+    """A request the parser rejects, pipelined behind ingestions still being stored (on Redis, a round trip each),
+    gets its 400 after their 202s, and then the connection closes: no answer is lost or overtaken."""
+    hub = hub_factory(*W)
+    ex = "pipelined-then-garbage"
+    raw = b""
+    for n in range(1, 6):
+        body = hc.compact(hc.node_event(ex, "step", "node.log", {"message": f"{ex} #{n}"}))
+        raw += (b"POST /v1/jobs/progress HTTP/1.1\r\nHost: hub\r\n"
+                + b"".join(f"{k}: {v}\r\n".encode() for k, v in hc.signed_headers(body).items())
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    raw += b"NOT HTTP AT ALL\r\n\r\n"
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    sock.sendall(raw)
+    responses = read_responses(sock, 6)
+    assert [status for status, _ in responses] == [202] * 5 + [400]
+    assert [json.loads(body)["accepted"][0]["seq"] for _, body in responses[:5]] == [1, 2, 3, 4, 5]
+    assert json.loads(responses[5][1])["error"] == "malformed_request"
+    assert sock.recv(1) == b""
+    sock.close()
