@@ -42,6 +42,9 @@ public final class LoopRouter: @unchecked Sendable {
     /// True from the first delivery of a loop tick until the tick's tasks run.
     private var deliveredThisTick = false
 
+    /// The loop's flush pass (set by the server): flushes every connection that has frames waiting.
+    public var flushPass: () -> Void = {}
+
     public init(eventLoop: EventLoop, metrics: HubMetrics = .none) {
         self.eventLoop = eventLoop
         self.metrics = metrics
@@ -115,6 +118,13 @@ public final class LoopRouter: @unchecked Sendable {
             table[subscription.topic] = list.isEmpty ? nil : list
         }
         broker.unsubscribe(subscription.topic, router: self)
+    }
+
+    /// Delivers `events` and flushes at once every connection they were staged for (outside the loop's task phase:
+    /// at the end of a read that brought them).
+    public func deliverNow(_ events: [EncodedEvent]) {
+        deliver(events)
+        flushPass()
     }
 
     /// Called by the broker on this loop, in seq order per topic. The brokers hand over everything published in one

@@ -120,6 +120,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             commands.onReady = { [self] _ in connectionsChanged() }
             commands.onDown = { [self] in connectionsChanged() }
             subscriber.onPush = { [self] push in received(push) }
+            subscriber.onReadComplete = { [self] in deliverForwarded() }
             subscriber.onReady = { [self] connection in
                 // Subscribe again to every channel with watchers; each confirmation backfills what was missed.
                 for state in channels.values { subscribe(state, on: connection) }
@@ -460,16 +461,29 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         for (id, entry) in routers {
             outgoing[id, default: (entry.router, [])].events.append(event)
         }
+        // Usually the end of the pub/sub read delivers it (`deliverForwarded`); events forwarded outside a read (a
+        // backfill's reply) go with this task.
         guard !flushScheduled else { return }
         flushScheduled = true
         loop.execute { [self] in
             flushScheduled = false
-            let batches = outgoing
-            outgoing.removeAll(keepingCapacity: true)
-            // One hop per event loop for everything that arrived in this tick, in order.
-            for (_, batch) in batches {
-                let router = batch.router
-                let events = batch.events
+            deliverForwarded()
+        }
+    }
+
+    /// Hands the events forwarded since the last call to the routers, in order: at once to a router on this loop,
+    /// whose connections are then flushed, so that a watcher's events of one read from Redis share one write before
+    /// the loop reads other connections; with one hop per other event loop.
+    private func deliverForwarded() {
+        guard !outgoing.isEmpty else { return }
+        let batches = outgoing
+        outgoing.removeAll(keepingCapacity: true)
+        for (_, batch) in batches {
+            let router = batch.router
+            let events = batch.events
+            if router.eventLoop.inEventLoop {
+                router.deliverNow(events)
+            } else {
                 router.eventLoop.execute { router.deliver(events) }
             }
         }

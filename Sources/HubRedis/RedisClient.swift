@@ -30,6 +30,8 @@ final class RedisClient: @unchecked Sendable {
     var onDown: () -> Void = {}
     /// Makes the connection a pub/sub one: pushed messages go here.
     var onPush: ((RedisPush) -> Void)?
+    /// Called when a read of the connection is complete (after its replies and pushes).
+    var onReadComplete: (() -> Void)?
 
     init(loop: EventLoop, configuration: RedisConfiguration, name: String, logger: Logger, metrics: HubMetrics = .none) {
         self.metrics = metrics
@@ -73,6 +75,7 @@ final class RedisClient: @unchecked Sendable {
     private func connect() -> EventLoopFuture<Void> {
         let connection = RedisConnection(timeout: .nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9)))
         connection.onPush = onPush
+        connection.onReadComplete = onReadComplete
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9)))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

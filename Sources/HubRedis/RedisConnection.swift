@@ -43,6 +43,8 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
     private let timeout: TimeAmount
     /// Set for a pub/sub connection.
     var onPush: ((RedisPush) -> Void)?
+    /// Called when a read is complete, after its replies and pushes were dispatched.
+    var onReadComplete: (() -> Void)?
     /// Called once when the connection is gone, after every pending command failed.
     var onClose: ((RedisError) -> Void)?
     private var closeReason: RedisError?
@@ -115,6 +117,11 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        onReadComplete?()
+        context.fireChannelReadComplete()
+    }
+
     private func dispatch(_ reply: RESPValue) {
         if let onPush, case .array(let items) = reply, items.count == 3, case .bulk(let kind) = items[0] {
             switch (String(decoding: kind, as: UTF8.self), items[1], items[2]) {
@@ -156,6 +163,7 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         let owner = onClose
         onClose = nil
         onPush = nil
+        onReadComplete = nil
         owner?(reason)
         while let (promise, _) = pending.popFirst() { promise.fail(reason) }
         context?.close(promise: nil)

@@ -22,8 +22,10 @@ final class LoopResources: @unchecked Sendable {
     init(eventLoop: EventLoop, metrics: HubMetrics) {
         self.eventLoop = eventLoop
         self.router = LoopRouter(eventLoop: eventLoop, metrics: metrics)
-        self.flusher = LoopFlusher(eventLoop: eventLoop)
+        let flusher = LoopFlusher(eventLoop: eventLoop)
+        self.flusher = flusher
         self.timers = LoopTimers(eventLoop: eventLoop)
+        router.flushPass = { flusher.pass() }
     }
 
     func deflater(windowBits: Int) -> Deflater {
