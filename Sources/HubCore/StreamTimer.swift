@@ -13,11 +13,21 @@ public struct StreamTimer: Sendable {
     private var nextHeartbeat: Int64
     public private(set) var expired = false
 
-    public init(now: Int64, heartbeatInterval: Int64, maxAge: Int64) {
+    /// - Parameter firstHeartbeatEarly: how much earlier than a whole interval the first heartbeat comes (see
+    ///   `heartbeatSpread`).
+    public init(now: Int64, heartbeatInterval: Int64, maxAge: Int64, firstHeartbeatEarly: Int64 = 0) {
         self.heartbeatInterval = heartbeatInterval
         self.maxAge = maxAge
         self.startedAt = now
-        self.nextHeartbeat = heartbeatInterval > 0 ? now + heartbeatInterval : .max
+        self.nextHeartbeat = heartbeatInterval > 0 ? now + heartbeatInterval - firstHeartbeatEarly : .max
+    }
+
+    /// How much earlier than a whole interval a connection's first heartbeat (and ping) comes: a random part of the
+    /// first half of the interval. Connections opened together (a burst of clients, a reconnect storm) then do not
+    /// all send their heartbeats in the same loop tick, interval after interval, which stalls every delivery
+    /// behind them.
+    public static func heartbeatSpread(interval: Int64) -> Int64 {
+        interval >= 2 ? Int64.random(in: 0..<(interval / 2)) : 0
     }
 
     /// What is due at `now`, and the next time to call again (nil once expired).

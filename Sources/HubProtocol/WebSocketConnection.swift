@@ -54,12 +54,18 @@ public struct WebSocketConnection {
     private var lastPingSent: Int64?
     private var lastHeard: Int64
 
-    public init(configuration: Configuration, deflate: PerMessageDeflate?, now: Int64) {
+    /// How much earlier than a whole interval the first ping comes (connections opened together then do not all
+    /// ping in the same tick); also when the application's own first heartbeat is due.
+    public let firstPingEarly: Int64
+
+    public init(configuration: Configuration, deflate: PerMessageDeflate?, now: Int64, firstPingEarly: Int64 = 0) {
         self.configuration = configuration
         self.deflate = deflate
         self.reader = WebSocketReader(maxFrameSize: configuration.maxFrameSize,
             maxMessageSize: configuration.maxMessageSize, expectMasked: true, deflate: deflate != nil)
-        self.lastHeard = now
+        self.firstPingEarly = firstPingEarly
+        // As if the peer had last been heard that much before it connected.
+        self.lastHeard = now - firstPingEarly
     }
 
     /// Bytes buffered for an incomplete message.

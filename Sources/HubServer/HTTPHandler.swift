@@ -597,7 +597,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             configuration: .init(maxFrameSize: maxFrameSize, maxMessageSize: maxMessageSize,
                 pingInterval: nanoseconds(config.heartbeatSeconds), pongTimeout: nanoseconds(config.pongTimeoutSeconds),
                 closeTimeout: nanoseconds(config.closeTimeoutSeconds)),
-            deflate: acceptance.deflate, now: now)
+            deflate: acceptance.deflate, now: now,
+            firstPingEarly: StreamTimer.heartbeatSpread(interval: nanoseconds(config.heartbeatSeconds)))
         let handler = WebSocketHandler(connection: connection, resources: server.loops.resources(for: context.eventLoop),
             application: application, logger: server.logger)
 

@@ -32,7 +32,9 @@ final class HubSession: WebSocketApplication, EventSink {
         let now = WebSocketHandler.now()
         // `{"type":"heartbeat"}` every interval, so a browser can tell a silent hub from a dead one.
         let interval = nanoseconds(server.configuration.heartbeatSeconds)
-        if interval > 0 { heartbeatDue = now + interval }
+        // The first comes with the first ping (both early by the same random part of the interval, so that
+        // connections opened together spread out and each connection's two share a write).
+        if interval > 0 { heartbeatDue = now + interval - socket.firstPingEarly }
         // Connections do not live forever: after the maximum age the client reconnects and resumes with `since`.
         ageDeadline = now + nanoseconds(server.configuration.maxConnectionAgeSeconds)
         if let principal { scheduleTokenTimers(principal, now: now) }

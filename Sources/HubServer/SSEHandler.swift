@@ -50,10 +50,11 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         self.since = since
         self.lastSeq = since ?? 0
         self.principal = principal
-        self.timer = StreamTimer(now: WebSocketHandler.now(),
-            heartbeatInterval: nanoseconds(server.configuration.heartbeatSeconds),
+        let heartbeat = nanoseconds(server.configuration.heartbeatSeconds)
+        self.timer = StreamTimer(now: WebSocketHandler.now(), heartbeatInterval: heartbeat,
             maxAge: nanoseconds(min(server.configuration.maxConnectionAgeSeconds,
-                Double(max(principal.expiresAt - server.nowSeconds, 0)))))
+                Double(max(principal.expiresAt - server.nowSeconds, 0)))),
+            firstHeartbeatEarly: StreamTimer.heartbeatSpread(interval: heartbeat))
     }
 
     /// The response head. A browser page from an allowed other origin gets the CORS headers EventSource needs; only

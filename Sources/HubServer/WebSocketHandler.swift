@@ -87,6 +87,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
 
     static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
 
+    /// How much earlier than a whole interval the first ping comes (`WebSocketConnection.firstPingEarly`).
+    var firstPingEarly: Int64 { connection.firstPingEarly }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }

@@ -78,6 +78,28 @@ final class StreamTimerTests: XCTestCase {
         XCTAssertEqual(timer.tick(now: 2000).actions, [])
     }
 
+    /// A stream's first heartbeat may come early by its spread; the later ones follow a whole interval apart.
+    func testTheFirstHeartbeatComesEarlyByTheSpread() {
+        var timer = StreamTimer(now: 1000, heartbeatInterval: 20, maxAge: 100, firstHeartbeatEarly: 7)
+        XCTAssertEqual(timer.tick(now: 1000).next, 1013)
+        XCTAssertEqual(timer.tick(now: 1012).actions, [])
+        XCTAssertEqual(timer.tick(now: 1013).actions, [.heartbeat])
+        XCTAssertEqual(timer.tick(now: 1014).next, 1033)
+    }
+
+    /// Connections opened together draw their spreads from the first half of the interval, so their heartbeats do
+    /// not come in one tick.
+    func testSpreadsFallInTheFirstHalfOfTheIntervalAndDiffer() {
+        let second: Int64 = 1_000_000_000
+        let spreads = (0..<1000).map { _ in StreamTimer.heartbeatSpread(interval: 15 * second) }
+        XCTAssertTrue(spreads.allSatisfy { $0 >= 0 && $0 < 15 * second / 2 })
+        // 1,000 draws from 7.5 s in nanoseconds: a repeat is all but impossible, and both quarters are used.
+        XCTAssertEqual(Set(spreads).count, 1000)
+        XCTAssertTrue(spreads.contains { $0 < 15 * second / 4 })
+        XCTAssertTrue(spreads.contains { $0 >= 15 * second / 4 })
+        XCTAssertEqual(StreamTimer.heartbeatSpread(interval: 0), 0)
+    }
+
     func testDefaultsAreFifteenSecondsAndThirtyMinutes() {
         let second: Int64 = 1_000_000_000
         var timer = StreamTimer(now: 0, heartbeatInterval: 15 * second, maxAge: 1800 * second)

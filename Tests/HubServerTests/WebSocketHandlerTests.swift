@@ -140,6 +140,34 @@ final class WebSocketHandlerTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
     }
 
+    /// A connection whose first ping is early by its spread is pinged that much before a whole quiet interval.
+    func testTheFirstPingComesEarlyByTheSpread() throws {
+        let second: Int64 = 1_000_000_000
+        let early = WebSocketConnection(
+            configuration: .init(maxFrameSize: 1024, maxMessageSize: 1024, pingInterval: 15 * second,
+                pongTimeout: 10 * second, closeTimeout: 5 * second),
+            deflate: nil, now: Int64(loop.now.uptimeNanoseconds), firstPingEarly: 4 * second)
+        let other = EmbeddedChannel(loop: loop)
+        let loop = self.loop!
+        let handler = WebSocketHandler(connection: early, resources: LoopResources(eventLoop: loop, metrics: .none),
+            application: EchoApplication(), logger: Logger(label: "test"), clock: { Int64(loop.now.uptimeNanoseconds) })
+        XCTAssertEqual(handler.firstPingEarly, 4 * second)
+        try other.pipeline.syncOperations.addHandler(handler)
+        try other.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        handler.start()
+        func written() throws -> [UInt8] {
+            loop.run()
+            var out: [UInt8] = []
+            while let buffer = try other.readOutbound(as: ByteBuffer.self) { out += Array(buffer.readableBytesView) }
+            return out
+        }
+        loop.advanceTime(by: .seconds(10))
+        XCTAssertEqual(try written(), [])
+        loop.advanceTime(by: .seconds(1))
+        XCTAssertEqual(try written(), [0x89, 0x00])
+        _ = try? other.finish()
+    }
+
     func testAnsweredPingKeepsTheConnection() throws {
         loop.advanceTime(by: .seconds(15))
         XCTAssertEqual(try written(), [0x89, 0x00])

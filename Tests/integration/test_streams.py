@@ -1021,3 +1021,41 @@ def test_malformed_request_pipelined_behind_ingestions_is_answered_after_them(hu
     assert json.loads(responses[5][1])["error"] == "malformed_request"
     assert sock.recv(1) == b""
     sock.close()
+
+
+def test_connections_opened_together_spread_their_heartbeats(hub_factory):
+    """Connections opened together do not send their heartbeats in one burst, interval after interval: each
+    one's first heartbeat comes a random part of the first half of the interval early (WebSocket and SSE)."""
+    interval = 2.0
+    hub = hub_factory(*W, "--heartbeat", str(interval), "--max-sse-per-workspace", "20")
+    token = mint()
+    offsets = {"ws": [], "sse": []}
+    errors = []
+
+    def first_heartbeat(kind, i):
+        try:
+            at = time.monotonic()
+            if kind == "ws":
+                conn = Watcher(hub, token)
+                assert conn.recv(timeout=interval + 2, skip_heartbeats=False) == {"type": "heartbeat"}
+            else:
+                conn = open_sse(hub, "w1", f"spread-{i}", token, timeout=interval + 2)
+                assert conn.next() == {"retry": 3000}
+                assert conn.next() == {"comment": "heartbeat"}
+            offsets[kind].append(time.monotonic() - at)
+            conn.close()
+        except Exception as e:  # reported below, in the test's thread
+            errors.append(e)
+
+    # Each connection waits for its first heartbeat in its own thread, so each arrival time is its own.
+    threads = [threading.Thread(target=first_heartbeat, args=(kind, i)) for kind in offsets for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=interval + 10)
+    assert errors == []
+    for kind, values in offsets.items():
+        assert len(values) == 12, (kind, values)
+        assert all(interval / 2 - 0.05 <= v <= interval + 0.5 for v in values), (kind, values)
+        # Twelve draws from one second: all within 0.3 s of each other has a probability of about 1e-5.
+        assert max(values) - min(values) >= 0.3, (kind, values)
