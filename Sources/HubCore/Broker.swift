@@ -60,13 +60,16 @@ public protocol Broker: AnyObject, Sendable {
     /// Whether the broker can store and deliver events now (false while Redis is unreachable). Any thread.
     var isAvailable: Bool { get }
 
-    /// Hands `router` at once the events published for it whose delivery is still queued; returns whether there were
-    /// any. Called on the router's loop when a read that published events is complete, so that they are written
-    /// before the loop reads other connections.
+    /// Hands `router` at once the events published for it whose delivery is still queued, and flushes the
+    /// connections they went to (`LoopRouter.deliverNow`); returns whether there were any. Called on the router's
+    /// loop when a read that published events is complete, so that they are written before the loop reads other
+    /// connections.
+    @discardableResult
     func deliverPending(to router: LoopRouter) -> Bool
 }
 
 extension Broker {
     /// A broker that delivers only what comes back from elsewhere (Redis) has nothing to hand over early.
+    @discardableResult
     public func deliverPending(to router: LoopRouter) -> Bool { false }
 }

@@ -117,18 +117,25 @@ public final class MemoryBroker: Broker {
                     continue
                 }
                 state.pending[id] = (router, batch)
-                router.eventLoop.execute { [self] in _ = self.deliverPending(to: router) }
+                router.eventLoop.execute { [self] in
+                    if let events = takePending(for: router) { router.deliver(events) }
+                }
             }
             return results
         }
         return eventLoop.makeSucceededFuture(results)
     }
 
+    @discardableResult
     public func deliverPending(to router: LoopRouter) -> Bool {
-        let id = ObjectIdentifier(router)
-        guard let events = state.withLockedValue({ $0.pending.removeValue(forKey: id)?.events }) else { return false }
-        router.deliver(events)
+        guard let events = takePending(for: router) else { return false }
+        router.deliverNow(events)
         return true
+    }
+
+    /// The events queued for `router`, taken out of the queue (nil: none).
+    private func takePending(for router: LoopRouter) -> [EncodedEvent]? {
+        state.withLockedValue { $0.pending.removeValue(forKey: ObjectIdentifier(router))?.events }
     }
 
     /// Drops the history of the least recently active executions until at most `limit` events remain.

@@ -141,8 +141,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         if publishedInRead {
             publishedInRead = false
-            let resources = server.loops.resources(for: context.eventLoop)
-            if server.broker.deliverPending(to: resources.router) { resources.flusher.pass() }
+            server.broker.deliverPending(to: server.loops.resources(for: context.eventLoop).router)
         }
         context.fireChannelReadComplete()
     }
