@@ -210,9 +210,16 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     /// Hands the staged frames to the channel, in order, before anything written after them.
     private func writeStaged(context: ChannelHandlerContext) {
         guard !staged.isEmpty else { return }
-        for frame in staged { context.write(wrapOutboundOut(frame), promise: nil) }
+        let frames = staged
         staged.removeAll()
         stagedBytes = 0
+        let wasClosed = outputClosed
+        for frame in frames {
+            // A write that passes the budget closes a slow consumer at once, and its close frame is written then:
+            // nothing may follow it.
+            if outputClosed != wasClosed { break }
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
     }
 
     /// A burst that fills the channel's budget within one tick goes to the kernel at once instead of waiting for the
