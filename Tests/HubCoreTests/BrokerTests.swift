@@ -196,7 +196,10 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
         // Later ticks: one event each.
         _ = try loop.flatSubmit { broker.publish([self.event(3)], on: loop, encoder: encoder) }.wait()
         _ = try loop.flatSubmit { broker.publish([self.event(2, topic: other)], on: loop, encoder: encoder) }.wait()
-        // Two lone deliveries in one tick, straight to the router.
+        // Two lone deliveries in one tick, straight to the router, once the last delivery's tick has ended: its
+        // delivery task queues the tick's end, and two round trips through the loop's queue come after both.
+        try loop.submit {}.wait()
+        try loop.submit {}.wait()
         try loop.submit {
             for seq in [4, 5] as [UInt64] {
                 router.deliver([encoder.encode(SequencedEvent(seq: seq, event: self.event(Int(seq))))])
