@@ -15,8 +15,10 @@ struct RedisKeys: Sendable {
     func idempotency(_ execution: String) -> String { prefix + "execution:" + execution + ":idem" }
     /// Pub/sub channel of the execution's events.
     func channel(_ execution: String) -> String { prefix + "execution:" + execution + ":events" }
-    /// Sorted set of SSE stream leases of a workspace, scored by expiry (Redis time, ms).
-    func leases(_ workspace: String) -> String { prefix + "sse:" + workspace }
+    /// Sorted set: the hubs holding SSE places in the workspace, scored by expiry (Redis time, ms).
+    func leaseHubs(_ workspace: String) -> String { prefix + "sse:" + workspace + ":hubs" }
+    /// Hash: hub id -> the number of SSE places it holds in the workspace.
+    func leaseCounts(_ workspace: String) -> String { prefix + "sse:" + workspace + ":streams" }
 
     /// The execution id of a channel name, or nil for a channel that is not an execution's.
     func execution(ofChannel channel: [UInt8]) -> String? {
@@ -154,30 +156,64 @@ enum RedisScripts {
         return {1, head, firstSeq, entries}
         """#)
 
-    /// Takes a place among a workspace's streams if one is free. Expired leases (their hub stopped renewing) are
-    /// dropped first. Times are Redis's own clock, so hubs need not agree on theirs.
+    /// Takes a place among a workspace's streams if one is free. Each hub's places are one count (`KEYS[2]`, a hash
+    /// by hub id) under one expiry (`KEYS[1]`, a sorted set of hub ids scored by expiry), so that renewing costs one
+    /// call per hub and workspace whatever the number of streams. The counts of hubs whose expiry passed (they
+    /// stopped renewing) are dropped first. Times are Redis's own clock, so hubs need not agree on theirs.
     ///
-    /// KEYS: the workspace's lease set. ARGV: limit, lease id, TTL ms. Returns 1 (taken) or 0 (full).
+    /// KEYS: the workspace's hub expiries, its counts. ARGV: limit, hub id, TTL ms. Returns 1 (taken) or 0 (full).
     static let acquireLease = RedisScript(#"""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+        local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+        if #gone > 0 then
+          redis.call('HDEL', KEYS[2], unpack(gone))
+          redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+        end
+        local total = 0
+        for _, n in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(n) end
+        if total >= tonumber(ARGV[1]) then return 0 end
+        redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
         redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        redis.call('PEXPIRE', KEYS[2], ARGV[3])
         return 1
         """#)
 
-    /// Extends a hub's leases of one workspace (and takes back any that expired while Redis was unreachable).
+    /// Gives one of a hub's places back (a no-op when its count was dropped as expired: its next renewal sets it).
     ///
-    /// KEYS: the workspace's lease set. ARGV: TTL ms, then lease ids. Returns the number renewed.
-    static let renewLeases = RedisScript(#"""
-        local t = redis.call('TIME')
-        local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-        for i = 2, #ARGV do redis.call('ZADD', KEYS[1], expiry, ARGV[i]) end
-        redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        return #ARGV - 1
+    /// KEYS: the workspace's hub expiries, its counts. ARGV: hub id. Returns the hub's count after it.
+    static let releaseLease = RedisScript(#"""
+        if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
+        local n = redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+        if n <= 0 then
+          redis.call('HDEL', KEYS[2], ARGV[1])
+          redis.call('ZREM', KEYS[1], ARGV[1])
+          return 0
+        end
+        return n
         """#)
 
-    static let all = [publish, read, acquireLease, renewLeases]
+    /// Extends a hub's places in one workspace and sets their number, which repairs any drift (a release lost with
+    /// the connection, places dropped while Redis was unreachable). The number counts acquisitions still waiting for
+    /// their answer: those were sent, and so are applied, before this.
+    ///
+    /// KEYS: the workspace's hub expiries, its counts. ARGV: hub id, TTL ms, count. Returns the count.
+    static let renewLeases = RedisScript(#"""
+        local n = tonumber(ARGV[3])
+        if n <= 0 then
+          redis.call('HDEL', KEYS[2], ARGV[1])
+          redis.call('ZREM', KEYS[1], ARGV[1])
+          return 0
+        end
+        local t = redis.call('TIME')
+        local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+        redis.call('HSET', KEYS[2], ARGV[1], n)
+        redis.call('ZADD', KEYS[1], expiry, ARGV[1])
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        return n
+        """#)
+
+    static let all = [publish, read, acquireLease, releaseLease, renewLeases]
 }

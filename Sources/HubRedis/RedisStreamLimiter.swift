@@ -3,16 +3,18 @@ import HubNative
 import Logging
 import NIOCore
 
-/// The per-workspace SSE cap across every hub sharing a Redis: each stream holds a lease in the workspace's sorted set
-/// (`sse:{workspace}`, scored by expiry). The hub renews its leases every third of their TTL; leases of a hub that
-/// died are not renewed and expire, freeing their places.
+/// The per-workspace SSE cap across every hub sharing a Redis. Each hub's places in a workspace are one count under
+/// one expiry (`sse:{workspace}:streams`, `sse:{workspace}:hubs`); the hub renews it every third of the TTL with one
+/// call per workspace, whatever the number of its streams, and the places of a hub that died expire with it.
 public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
     public let limit: Int
     private let broker: RedisBroker
     private let hubID: String
     private var next = 0
-    /// Leases this hub holds, by workspace. Confined to the broker's loop.
+    /// Places this hub holds, by workspace. Confined to the broker's loop.
     private var held: [String: Set<String>] = [:]
+    /// Acquisitions sent and not yet answered, by workspace: a renewal counts them (Redis applies them before it).
+    private var pending: [String: Int] = [:]
     private var renewal: RepeatedTask?
     private let logger: Logger
 
@@ -25,6 +27,10 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
     }
 
     private var ttlMilliseconds: Int64 { Int64(broker.configuration.redis.leaseTTLSeconds * 1000) }
+
+    private func keys(_ workspace: String) -> [String] {
+        [broker.keys.leaseHubs(workspace), broker.keys.leaseCounts(workspace)]
+    }
 
     public func start() {
         let every = TimeAmount.milliseconds(max(ttlMilliseconds / 3, 100))
@@ -39,8 +45,13 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
         broker.loop.flatSubmit { [self] () -> EventLoopFuture<StreamLease?> in
             next += 1
             let lease = StreamLease(workspace: workspace, id: "\(hubID):\(next)")
-            let arguments = [Array(String(limit).utf8), Array(lease.id.utf8), Array(String(ttlMilliseconds).utf8)]
-            return RedisScripts.acquireLease.run(on: broker.commands, keys: [broker.keys.leases(workspace)], arguments: arguments)
+            let arguments = [Array(String(limit).utf8), Array(hubID.utf8), Array(String(ttlMilliseconds).utf8)]
+            pending[workspace, default: 0] += 1
+            return RedisScripts.acquireLease.run(on: broker.commands, keys: keys(workspace), arguments: arguments)
+                .always { _ in
+                    self.pending[workspace, default: 1] -= 1
+                    if self.pending[workspace] == 0 { self.pending[workspace] = nil }
+                }
                 .flatMapThrowing { reply -> StreamLease? in
                     guard case .integer(let taken) = reply else { throw BrokerError.failed("unexpected lease reply \(reply)") }
                     guard taken == 1 else { return nil }
@@ -56,18 +67,20 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
 
     public func release(_ lease: StreamLease) {
         broker.loop.execute { [self] in
-            held[lease.workspace]?.remove(lease.id)
+            guard held[lease.workspace]?.remove(lease.id) != nil else { return }
             if held[lease.workspace]?.isEmpty == true { held[lease.workspace] = nil }
-            // If Redis is unreachable now the lease simply expires.
-            _ = broker.commands.send(RESPCommand.buffer("ZREM", broker.keys.leases(lease.workspace), lease.id))
+            // If Redis is unreachable now, the next renewal sets the right count.
+            _ = RedisScripts.releaseLease.run(on: broker.commands, keys: keys(lease.workspace),
+                arguments: [Array(hubID.utf8)])
         }
     }
 
     private func renew() {
         guard broker.commands.isReady else { return }
-        for (workspace, ids) in held where !ids.isEmpty {
-            let arguments = [Array(String(ttlMilliseconds).utf8)] + ids.map { Array($0.utf8) }
-            RedisScripts.renewLeases.run(on: broker.commands, keys: [broker.keys.leases(workspace)], arguments: arguments)
+        for workspace in Set(held.keys).union(pending.keys) {
+            let count = (held[workspace]?.count ?? 0) + (pending[workspace] ?? 0)
+            let arguments = [Array(hubID.utf8), Array(String(ttlMilliseconds).utf8), Array(String(count).utf8)]
+            RedisScripts.renewLeases.run(on: broker.commands, keys: keys(workspace), arguments: arguments)
                 .whenFailure { [logger] error in
                     logger.debug("lease renewal failed", metadata: ["workspace": "\(workspace)", "error": "\(error)"])
                 }

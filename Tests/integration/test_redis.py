@@ -329,40 +329,92 @@ def test_hub_subscribes_once_per_execution_and_unsubscribes_after_the_last_watch
     assert numsub() == "1"
 
 
+def place_counts(redis_server, workspace):
+    """{hub id: SSE places it holds} from the workspace's count hash."""
+    fields = redis_server.cli("HGETALL", f"sse:{workspace}:streams").split()
+    return {fields[i]: int(fields[i + 1]) for i in range(0, len(fields), 2)}
+
+
 def test_sse_cap_holds_across_hubs_and_a_dead_hubs_leases_expire(hub_factory, redis_server):
     a = start_hub(hub_factory, redis_server, "--lease-ttl", "2")
     b = start_hub(hub_factory, redis_server, "--lease-ttl", "2")
     token = mint(["w1"])
     streams = [open_live_sse(a, "w1", f"run-{i}", token) for i in range(3)]
+    counts = place_counts(redis_server, "w1")
+    assert sorted(counts.values()) == [3]
+    (a_id,) = counts
     streams += [open_live_sse(b, "w1", f"run-{i}", token) for i in range(3, 5)]
-    assert redis_server.cli("ZCARD", "sse:w1") == "5"
+    counts = place_counts(redis_server, "w1")
+    assert sorted(counts.values()) == [2, 3] and counts[a_id] == 3
+    (b_id,) = set(counts) - {a_id}
     for hub in (a, b):
         refused = open_sse(hub, "w1", "run-9", token)
         assert refused.status == 429 and refused.headers["retry-after"] == "5"
         hc.error_body(refused.read_body(), "too_many_streams")
     # Another workspace has its own places.
     other = open_live_sse(b, "w2", "run-9", mint(["w2"]))
+    assert place_counts(redis_server, "w2") == {b_id: 1}
     # A stream that ends gives its place back at once.
     streams[4].close()
-    eventually(lambda: redis_server.cli("ZCARD", "sse:w1") == "4", what="lease released")
+    eventually(lambda: place_counts(redis_server, "w1") == {a_id: 3, b_id: 1}, what="place released")
     streams[4] = open_live_sse(b, "w1", "run-4", token)
-    # Hub A dies without a word: its three leases are not renewed and expire within the TTL; hub B's are renewed.
+    # Hub A dies without a word: its places are not renewed and expire within the TTL; hub B's are renewed.
     redis_ms = lambda: int(redis_server.cli("TIME").split()[0]) * 1000
-    live = lambda: redis_server.cli("ZRANGEBYSCORE", "sse:w1", str(redis_ms()), "+inf").split()
+    live = lambda: redis_server.cli("ZRANGEBYSCORE", "sse:w1:hubs", str(redis_ms()), "+inf").split()
     killed_at = redis_ms()
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     refused = open_sse(b, "w1", "run-9", token)
     assert refused.status == 429
-    eventually(lambda: len(live()) == 2, timeout=10, what="the dead hub's leases expire")
-    # Two TTLs after the kill, hub B's two leases (older than that) are still live: B renews them.
+    eventually(lambda: live() == [b_id], timeout=10, what="the dead hub's places expire")
+    # Two TTLs after the kill, hub B's places are still live: B renews them.
     eventually(lambda: redis_ms() > killed_at + 4000, timeout=10, what="two lease TTLs")
-    assert len(live()) == 2 and len({m.split(":")[0] for m in live()}) == 1
+    assert live() == [b_id]
     fresh = [open_live_sse(b, "w1", f"run-1{i}", token) for i in range(3)]
     refused = open_sse(b, "w1", "run-9", token)
     assert refused.status == 429
-    assert len(live()) == 5
+    # The first acquisition after A's expiry dropped A's count.
+    assert place_counts(redis_server, "w1") == {b_id: 5}
     for s in streams[3:] + fresh + [other]:
+        s.close()
+    eventually(lambda: place_counts(redis_server, "w1") == {} and place_counts(redis_server, "w2") == {},
+               what="every place given back")
+    assert redis_server.cli("ZCARD", "sse:w1:hubs") == "0"
+
+
+def test_renewing_places_is_one_call_per_workspace_and_repairs_the_count(hub_factory, redis_server):
+    """A hub renews its SSE places with one script call per workspace, whatever the number of its streams (one call
+    per stream held Redis for tens of milliseconds every few seconds at 10,000 streams), and the renewal sets the
+    count, so a count gone wrong in Redis is repaired within a third of the TTL."""
+    hub = start_hub(hub_factory, redis_server, "--lease-ttl", "1.5", "--max-sse-per-workspace", "20")
+    token = mint(["w1", "w2"])
+    streams = [open_live_sse(hub, "w1", f"run-{i}", token) for i in range(12)]
+    streams += [open_live_sse(hub, "w2", f"run-{i}", token) for i in range(3)]
+    (hub_id,) = place_counts(redis_server, "w1")
+    expiry = lambda: redis_server.cli("ZSCORE", "sse:w1:hubs", hub_id)
+    redis_server.cli("CONFIG", "RESETSTAT")
+    # Three renewals: the hub's expiry moves three times.
+    seen = [expiry()]
+
+    def moved():
+        now = expiry()
+        if now != seen[-1]:
+            seen.append(now)
+        return len(seen) == 4
+
+    eventually(moved, timeout=10, interval=0.02, what="three renewals")
+    stats = redis_server.cli("INFO", "commandstats")
+    calls = {line.split(":")[0]: int(line.split("calls=")[1].split(",")[0])
+             for line in stats.splitlines() if line.startswith("cmdstat_")}
+    # Each renewal of a workspace is one EVALSHA making one ZADD and one HSET (a fourth may have begun since).
+    renewals = calls["cmdstat_evalsha"]
+    assert renewals in (6, 8), calls
+    assert calls["cmdstat_zadd"] == renewals and calls["cmdstat_hset"] == renewals, calls
+    # A count gone wrong (a release lost with its connection, say) is set right by the next renewal.
+    redis_server.cli("HSET", "sse:w1:streams", hub_id, "40")
+    eventually(lambda: place_counts(redis_server, "w1") == {hub_id: 12}, timeout=5, what="the count repaired")
+    assert place_counts(redis_server, "w2") == {hub_id: 3}
+    for s in streams:
         s.close()
 
 
