@@ -77,7 +77,7 @@ final class HubSession: WebSocketApplication, EventSink {
 
     func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
         guard let socket else { return }
-        let frame = socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame
+        let frame = socket.compresses ? deflatedFrame(event) : event.webSocketFrame
         if backlog.isEmpty && socket.isWritable {
             socket.write(frame: frame, flush: flush)
             return
@@ -88,6 +88,10 @@ final class HubSession: WebSocketApplication, EventSink {
             backlog.removeAll()
             if socket.closeSlowConsumer() { server.metrics.slowConsumerDisconnects(.webSocket).increment() }
         }
+    }
+
+    private func deflatedFrame(_ event: EncodedEvent) -> ByteBuffer {
+        event.webSocketDeflatedFrame(resources.deflater(windowBits: EncodedEvent.sharedDeflateWindowBits))
     }
 
     /// Rolling restart: 1012 (Service Restart) tells the client to reconnect, to any hub, and resume with `since`.
@@ -101,7 +105,7 @@ final class HubSession: WebSocketApplication, EventSink {
     func writabilityChanged(_ socket: WebSocketHandler, writable: Bool) {
         guard writable else { return }
         while socket.isWritable, let (event, _) = backlog.popFirst() {
-            socket.write(frame: socket.compresses ? event.webSocketDeflatedFrame : event.webSocketFrame)
+            socket.write(frame: socket.compresses ? deflatedFrame(event) : event.webSocketFrame)
         }
     }
 

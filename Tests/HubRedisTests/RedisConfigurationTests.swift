@@ -35,8 +35,11 @@ final class RedisConfigurationTests: XCTestCase {
 
     func testKeysAndChannelNames() {
         let keys = RedisKeys(prefix: "p:")
-        XCTAssertEqual([keys.meta("e1"), keys.log("e1"), keys.idempotency("e1"), keys.channel("e1"), keys.leases("w1")],
-            ["p:execution:e1:meta", "p:execution:e1:log", "p:execution:e1:idem", "p:execution:e1:events", "p:sse:w1"])
+        XCTAssertEqual(
+            [keys.meta("e1"), keys.log("e1"), keys.idempotency("e1"), keys.channel("e1"), keys.leaseHubs("w1"),
+                keys.leaseCounts("w1")],
+            ["p:execution:e1:meta", "p:execution:e1:log", "p:execution:e1:idem", "p:execution:e1:events",
+                "p:sse:w1:hubs", "p:sse:w1:streams"])
         XCTAssertEqual(keys.execution(ofChannel: Array("p:execution:run:42:events".utf8)), "run:42")
         XCTAssertNil(keys.execution(ofChannel: Array("execution:run:42:events".utf8)))
         XCTAssertNil(keys.execution(ofChannel: Array("p:execution::events".utf8)))

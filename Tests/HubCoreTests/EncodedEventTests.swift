@@ -1,0 +1,57 @@
+import HubCore
+import HubNative
+import HubProtocol
+import NIOCore
+import XCTest
+
+final class EncodedEventTests: XCTestCase {
+    let topic = TopicKey(workspace: "w1", execution: "run-1")
+
+    func encoded(_ seq: UInt64) -> EncodedEvent {
+        let event = ProgressEvent(type: .nodeLog, topic: topic, nodeKey: "n", timestamp: "2026-11-25T12:00:00Z",
+            idempotencyKey: nil, data: .object([("level", .string("info")), ("message", .string("line \(seq)"))]))
+        return EventEncoder().encode(SequencedEvent(seq: seq, event: event))
+    }
+
+    /// The payload of an unmasked single frame (under 64 KiB), and its first byte (FIN, RSV1, opcode).
+    func payload(_ frame: ByteBuffer) -> (first: UInt8, payload: [UInt8]) {
+        let bytes = Array(frame.readableBytesView)
+        var length = Int(bytes[1] & 0x7F)
+        var header = 2
+        if length == 126 {
+            length = Int(bytes[2]) << 8 | Int(bytes[3])
+            header = 4
+        }
+        XCTAssertEqual(bytes.count, header + length)
+        return (bytes[0], Array(bytes[header...]))
+    }
+
+    func testTheCompressedFrameInflatesToTheSameMessage() throws {
+        let event = encoded(7)
+        let plain = payload(event.webSocketFrame)
+        XCTAssertEqual(plain.first, 0x81)
+        XCTAssertEqual(String(decoding: plain.payload, as: UTF8.self),
+            #"{"type":"event","# + event.json.dropFirst())
+        let compressed = payload(event.webSocketDeflatedFrame(Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits)))
+        XCTAssertEqual(compressed.first, 0xC1)  // FIN, RSV1 (compressed), text
+        let inflater = Inflater(windowBits: EncodedEvent.sharedDeflateWindowBits)
+        var out = ByteBuffer()
+        _ = try compressed.payload.withUnsafeBytes { try inflater.inflate($0, into: &out, limit: 1 << 16) }
+        try inflater.finishMessage(into: &out, limit: 1 << 16, resetContext: true)
+        XCTAssertEqual(Array(out.readableBytesView), plain.payload)
+    }
+
+    /// The compressed form is made by the first subscriber that needs it and shared after: a second caller, with
+    /// another loop's deflater, gets the same bytes in the same storage.
+    func testTheCompressedFrameIsMadeOnceAndShared() {
+        let event = encoded(1)
+        let first = event.webSocketDeflatedFrame(Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits))
+        let second = event.webSocketDeflatedFrame(Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits))
+        XCTAssertEqual(first, second)
+        let firstBase = first.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        let secondBase = second.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        XCTAssertEqual(firstBase, secondBase)
+        // Another event gets its own.
+        XCTAssertNotEqual(encoded(2).webSocketDeflatedFrame(Deflater(windowBits: 9)), first)
+    }
+}
