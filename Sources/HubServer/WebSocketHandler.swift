@@ -191,9 +191,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
         guard let context, !outputClosed else { return }
         if flush {
             writeStaged(context: context)
-            context.write(wrapOutboundOut(frame), promise: nil)
             flushPending = false
-            context.flush()
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             return
         }
         if stagedBytes + frame.readableBytes <= Self.stagedLimit {
