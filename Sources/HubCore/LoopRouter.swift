@@ -161,7 +161,8 @@ public final class LoopRouter: @unchecked Sendable {
                 written += 1
             }
             guard written > 0 else { continue }
-            // One sample per event per loop: the first write of the fan-out (the rest follow in the same tick).
+            // One sample per event per loop, when its fan-out is done: every watcher's frame written (a lone event)
+            // or staged for the loop's flush pass (a batch).
             metrics.ingestToWrite.recordNanoseconds(Int64(NIODeadline.now().uptimeNanoseconds &- event.encodedAt))
             metrics.eventsDelivered.increment(by: written)
         }
