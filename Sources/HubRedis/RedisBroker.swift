@@ -172,7 +172,19 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     // MARK: Publish
 
     public func publish(_ events: [ProgressEvent], on eventLoop: EventLoop, encoder: EventEncoder) -> EventLoopFuture<[PublishResult]> {
-        loop.flatSubmit { self.store(events) }.hop(to: eventLoop)
+        // On the broker's own loop the script call is written at once, so that the end of the read that brought the
+        // request sends it (`deliverPending`).
+        if loop.inEventLoop { return store(events).hop(to: eventLoop) }
+        return loop.flatSubmit { self.store(events) }.hop(to: eventLoop)
+    }
+
+    /// Sends the script calls of the read that is ending now instead of at the end of the loop's tick: Redis stores
+    /// and publishes them while the loop goes on, so they come back on the pub/sub connection by the loop's next
+    /// pass, instead of a pass later. (Under load one pass is the time to write to every watcher once.)
+    @discardableResult
+    public func deliverPending(to router: LoopRouter) -> Bool {
+        if loop.inEventLoop { commands.connection?.flushNow() }
+        return false
     }
 
     /// Runs the publish script for `events` (on `loop`).

@@ -96,9 +96,15 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         guard !flushScheduled else { return }
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute { [self] in
-            flushScheduled = false
-            self.context?.flush()
+            flushNow()
         }
+    }
+
+    /// Flushes what was written since the last flush now, instead of in the task that `write` scheduled.
+    func flushNow() {
+        guard flushScheduled, let context else { return }
+        flushScheduled = false
+        context.flush()
     }
 
     func close() {
