@@ -80,10 +80,26 @@ def main():
     failures = []
     try:
         # The history at its cap first (same executions, same event size), so that the soak measures a hub in
-        # its steady state.
+        # its steady state. In that state every stored event has reached a permessage-deflate watcher and holds its
+        # compressed frame (made on first use), so one such watcher per execution receives the fill.
         t0 = time.monotonic()
+        fillers = None
+        if counts.get("ws-deflate"):
+            fillers = Subscribers(ctx, hub, "ws-deflate", args.executions, args.executions, prefix)
+            fillers.reset(1)
         fill = publish(ctx, hub, args.executions, prefix, min(5000, history), history / min(5000, history), 1,
                        args.size)
+        if fillers:
+            deadline = time.monotonic() + 30
+            while True:
+                rep = fillers.report()
+                if sum(rep["distinct"]) >= sum(fill["per_channel"]) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            fillers.stop()
+            if sum(rep["distinct"]) != sum(fill["per_channel"]):
+                failures.append(f"history fill: {sum(rep['distinct'])} of {sum(fill['per_channel'])} events reached "
+                                f"the deflate watchers")
         print(f"history filled: {sum(fill['per_channel'])} events in {time.monotonic() - t0:.1f} s "
               f"(RSS {mib(hub.rss()):.1f} MiB)", flush=True)
         if sum(fill["per_channel"]) != int(history):
