@@ -406,9 +406,10 @@ def test_renewing_places_is_one_call_per_workspace_and_repairs_the_count(hub_fac
     stats = redis_server.cli("INFO", "commandstats")
     calls = {line.split(":")[0]: int(line.split("calls=")[1].split(",")[0])
              for line in stats.splitlines() if line.startswith("cmdstat_")}
-    # Each renewal of a workspace is one EVALSHA making one ZADD and one HSET (a fourth may have begun since).
+    # Each renewal is one EVALSHA per workspace (two here), making one ZADD and one HSET: at least the three renewals
+    # seen (one more may have come between the reset and the first reading, or since the third).
     renewals = calls["cmdstat_evalsha"]
-    assert renewals in (6, 8), calls
+    assert renewals >= 6 and renewals % 2 == 0, calls
     assert calls["cmdstat_zadd"] == renewals and calls["cmdstat_hset"] == renewals, calls
     # A count gone wrong (a release lost with its connection, say) is set right by the next renewal.
     redis_server.cli("HSET", "sse:w1:streams", hub_id, "40")
