@@ -60,10 +60,10 @@ public protocol Broker: AnyObject, Sendable {
     /// Whether the broker can store and deliver events now (false while Redis is unreachable). Any thread.
     var isAvailable: Bool { get }
 
-    /// Hands `router` at once the events published for it whose delivery is still queued, and flushes the
-    /// connections they went to (`LoopRouter.deliverNow`); returns whether there were any. Called on the router's
-    /// loop when a read that published events is complete, so that they are written before the loop reads other
-    /// connections.
+    /// Called on the router's loop when a read that published events is complete. The embedded broker hands
+    /// `router` at once the events published for it whose delivery is still queued, and flushes the connections
+    /// they went to (`LoopRouter.deliverNow`), so that they are written before the loop reads other connections; the
+    /// Redis broker sends the read's script calls. Returns whether events were handed over.
     @discardableResult
     func deliverPending(to router: LoopRouter) -> Bool
 }
