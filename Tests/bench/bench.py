@@ -22,7 +22,7 @@ import tempfile
 import time
 
 from harness import (BENCH_LIMITS, LOAD_CPU, NCHAN_MODULE, ROOT, SERVER_CPU, Hub, Redis, Subscribers, build_release,
-                     cpu_model, cpu_seconds, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
+                     cpu_model, cpu_split, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
                      wait_port, write_syscalls)
 
 class Nchan:
@@ -90,7 +90,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
             pipeline=PIPELINE):
     """One open-loop step: publish `rate` messages/s for `duration` s; returns the step's numbers."""
     subs.reset(epoch)
-    cpu0 = cpu_seconds(server.pids)
+    user0, system0 = cpu_split(server.pids)
     writes0 = write_syscalls(server.pids)
     t0 = time.monotonic()
     pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size, connections, pipeline)
@@ -102,7 +102,9 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
         if sum(rep["distinct"]) >= expected or time.monotonic() > deadline:
             break
         time.sleep(settle)
-    cpu = cpu_seconds(server.pids) - cpu0
+    user1, system1 = cpu_split(server.pids)
+    user, system = user1 - user0, system1 - system0
+    cpu = user + system
     writes = write_syscalls(server.pids) - writes0
     delivered = sum(rep["distinct"])
     hist = rep["histogram_us"]
@@ -111,7 +113,9 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
         "statuses": pub["statuses"], "expected": expected, "delivered": delivered,
         "lost": expected - delivered, "duplicates": rep["duplicates"], "out_of_order": rep["out_of_order"],
         "closed": rep["closed_by_server"], "cpu_s": cpu, "wall_s": time.monotonic() - t0,
-        "per_cpu_s": delivered / cpu if cpu > 0 else 0.0, "deliveries_per_s": delivered / pub["elapsed"],
+        "per_cpu_s": delivered / cpu if cpu > 0 else 0.0,
+        "user_us": user / delivered * 1e6 if delivered else 0.0, "system_us": system / delivered * 1e6 if delivered else 0.0,
+        "deliveries_per_s": delivered / pub["elapsed"],
         "writes": writes, "per_write": delivered / writes if writes > 0 else 0.0,
         "p50_ms": percentile(hist, 50) / 1000, "p99_ms": percentile(hist, 99) / 1000,
         "p999_ms": percentile(hist, 99.9) / 1000, "max_ms": max(hist) / 1000 if hist else 0,
@@ -313,6 +317,10 @@ def table(results, names):
         for metric, what in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
             row(f"{label}: {what} ms", {n: r[n][metric] for n in r}, lambda v: f"{v:.2f}", True)
         row(f"{label}: messages per server CPU-second", {n: r[n]["per_cpu_s"] for n in r}, lambda v: f"{v:,.0f}", False)
+        row(f"{label}: server CPU µs per message, user space", {n: r[n].get("user_us") for n in r},
+            lambda v: f"{v:.2f}", True)
+        row(f"{label}: server CPU µs per message, kernel", {n: r[n].get("system_us") for n in r},
+            lambda v: f"{v:.2f}", True)
         row(f"{label}: messages per write system call", {n: r[n].get("per_write") for n in r}, lambda v: f"{v:.2f}",
             False)
         add(f"| {label}: lost / duplicated / out of order | " + " | ".join(
@@ -323,7 +331,7 @@ def table(results, names):
         conns = {s[n].get("publish_in_flight", s[n].get("publish_connections", 32)) for n in s}
 
         def best(key, field):
-            return {n: s[n][key][field] if s[n].get(key) else None for n in s}
+            return {n: s[n][key].get(field) if s[n].get(key) else None for n in s}
         row("saturation: highest clean delivery rate (p99 < 100 ms, nothing lost)", best("best", "deliveries_per_s"),
             lambda v: f"{v:,.0f}/s", False)
         row("saturation: highest sustained delivery rate with p99 < 250 ms, nothing lost",
@@ -334,6 +342,10 @@ def table(results, names):
         row("saturation: its p99 ms", best("sustained", "p99_ms"), lambda v: f"{v:.2f}", True)
         row("saturation: messages per server CPU-second there", best("sustained", "per_cpu_s"),
             lambda v: f"{v:,.0f}", False)
+        row("saturation: server CPU µs per message there, user space", best("sustained", "user_us"),
+            lambda v: f"{v:.2f}", True)
+        row("saturation: server CPU µs per message there, kernel", best("sustained", "system_us"),
+            lambda v: f"{v:.2f}", True)
         row("saturation: messages per write system call there", best("sustained", "per_write"),
             lambda v: f"{v:.2f}", False)
         add(f"| saturation: publisher requests in flight at most | {', '.join(str(c) for c in sorted(conns))} |"
