@@ -185,26 +185,57 @@ def idle_memory(ctx, names, sizes, transports):
     return out
 
 
-def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, duration, size=40):
-    """Publish-to-deliver latency and CPU per delivered message at a fixed delivery rate."""
-    out = {}
-    per_message = subscribers // channels
-    for name in names:
-        def one(server):
-            prefix = ctx.prefix()
-            subs = Subscribers(ctx, server, transport, subscribers, channels, prefix)
-            try:
-                # One small round first: every subscription is live (and caches are warm) before the measured one.
-                measure(ctx, server, subs, channels, prefix, min(200, channels * 2), 1, ctx.next_epoch(), size)
-                return measure(ctx, server, subs, channels, prefix, deliveries_per_s / per_message, duration,
-                               ctx.next_epoch(), size)
-            finally:
-                subs.stop()
-        out[name] = r = run_with(ctx, name, one)
-        print(f"  {transport:10} {name:12} {subscribers:6} subs {deliveries_per_s:7.0f}/s: p50 {r['p50_ms']:.2f} "
-              f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} ms, {r['per_cpu_s']:9.0f} msg/CPU-s, "
-              f"lost {r['lost']} dup {r['duplicates']} ooo {r['out_of_order']}", flush=True)
+# Figures of a steady workload that are the median of its rounds, and counts that are their sum.
+MEDIAN_FIELDS = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "per_cpu_s", "user_us", "system_us", "per_write",
+                 "deliveries_per_s")
+SUM_FIELDS = ("published", "publish_errors", "expected", "delivered", "lost", "duplicates", "out_of_order", "closed",
+              "cpu_s", "writes")
+
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def combine(rounds):
+    """One figure per field from a workload's rounds on one server: the median of each measured figure (so that a
+    round disturbed by another tenant of a shared machine does not decide the row), the sum of each count (nothing
+    may be lost in any round). The rounds themselves are kept."""
+    out = dict(rounds[-1])
+    for field in MEDIAN_FIELDS:
+        out[field] = median([r[field] for r in rounds])
+    for field in SUM_FIELDS:
+        out[field] = sum(r[field] for r in rounds)
+    out["rounds"] = rounds
     return out
+
+
+def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, duration, size=40, rounds=1):
+    """Publish-to-deliver latency and CPU per delivered message at a fixed delivery rate. With several `rounds` the
+    servers take turns (hub, then nchan, ..., then again), each round on a fresh server with fresh subscribers, and
+    each figure is the median of the server's rounds."""
+    per_message = subscribers // channels
+    measured = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in names:
+            def one(server):
+                prefix = ctx.prefix()
+                subs = Subscribers(ctx, server, transport, subscribers, channels, prefix)
+                try:
+                    # One small round first: every subscription is live (and caches are warm) before the measured one.
+                    measure(ctx, server, subs, channels, prefix, min(200, channels * 2), 1, ctx.next_epoch(), size)
+                    return measure(ctx, server, subs, channels, prefix, deliveries_per_s / per_message, duration,
+                                   ctx.next_epoch(), size)
+                finally:
+                    subs.stop()
+            r = run_with(ctx, name, one)
+            measured[name].append(r)
+            label = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
+            print(f"  {transport:10} {name:12} {subscribers:6} subs {deliveries_per_s:7.0f}/s: p50 {r['p50_ms']:.2f} "
+                  f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} ms, {r['per_cpu_s']:9.0f} msg/CPU-s, "
+                  f"lost {r['lost']} dup {r['duplicates']} ooo {r['out_of_order']}{label}", flush=True)
+    return {name: combine(rs) for name, rs in measured.items()}
 
 
 # The saturation publisher uses one connection per channel (as one engine worker reports one execution), each with up
@@ -258,14 +289,16 @@ def saturation(ctx, names, subscribers, channels, steps, duration, extra=None, p
     return out
 
 
-def compression(ctx, names, subscribers, channels, deliveries_per_s, duration):
-    """1 KiB JSON events to WebSocket subscribers with permessage-deflate, against the same without."""
-    out = {}
-    for transport in ("ws", "ws-deflate"):
-        r = steady(ctx, names, transport, subscribers, channels, deliveries_per_s, duration, size=1024)
-        for name, step in r.items():
-            out[(name, transport)] = step
-    return out
+def compression(ctx, names, subscribers, channels, deliveries_per_s, duration, rounds=1):
+    """1 KiB JSON events to WebSocket subscribers with permessage-deflate, against the same without (taking turns,
+    round after round; each figure is the median of the rounds)."""
+    measured = {}
+    for _ in range(rounds):
+        for transport in ("ws", "ws-deflate"):
+            r = steady(ctx, names, transport, subscribers, channels, deliveries_per_s, duration, size=1024)
+            for name, step in r.items():
+                measured.setdefault((name, transport), []).extend(step["rounds"])
+    return {key: combine(rs) for key, rs in measured.items()}
 
 
 def fmt_kib(b):
@@ -378,6 +411,8 @@ def main():
     parser.add_argument("--bin", help="folder with release builds of hub and loadgen (default: build them)")
     parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,compression")
     parser.add_argument("--servers", default="hub,hub+redis,nchan,nchan+redis")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of each latency workload, the servers taking turns; the table gives medians")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
     parser.add_argument("--table", metavar="RESULTS", help="print the table of a saved run (its results.json) and exit")
     args = parser.parse_args()
@@ -399,15 +434,18 @@ def main():
     try:
         if "idle" in only:
             results["idle"] = idle_memory(ctx, names, [200] if q else [1000, 5000, 15000], ["ws", "sse"])
+        rounds = 1 if q else args.rounds
         if "latency" in only:
             d = 2 if q else 10
-            results["latency_1k"] = steady(ctx, names, "ws", 100 if q else 1000, 10, 2000 if q else 50000, d)
+            results["latency_1k"] = steady(ctx, names, "ws", 100 if q else 1000, 10, 2000 if q else 50000, d,
+                                           rounds=rounds)
             results["latency_10k"] = steady(ctx, names, "ws", 200 if q else 10000, 100 if not q else 20,
-                                            2000 if q else 50000, d)
+                                            2000 if q else 50000, d, rounds=rounds)
             results["latency_10k_sse"] = steady(ctx, names, "sse", 200 if q else 10000, 100 if not q else 20,
-                                                2000 if q else 50000, d)
+                                                2000 if q else 50000, d, rounds=rounds)
         if "many" in only:
-            results["many"] = steady(ctx, names, "ws", 100 if q else 1000, 1, (100 if q else 1000) * 20, 2 if q else 10)
+            results["many"] = steady(ctx, names, "ws", 100 if q else 1000, 1, (100 if q else 1000) * 20, 2 if q else 10,
+                                     rounds=rounds)
         if "saturation" in only:
             steps = [2000, 4000] if q else [50000, 80000, 100000, 110000, 120000, 130000, 140000, 160000, 180000,
                                             200000, 220000, 240000, 260000, 280000, 300000]
@@ -424,7 +462,8 @@ def main():
             results["saturation"] = sat
         if "compression" in only:
             hubs = [n for n in names if n.startswith("hub")]
-            results["compression"] = compression(ctx, hubs, 100 if q else 1000, 10, 2000 if q else 20000, 2 if q else 10)
+            results["compression"] = compression(ctx, hubs, 100 if q else 1000, 10, 2000 if q else 20000, 2 if q else 10,
+                                                 rounds=rounds)
     finally:
         ctx.redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
