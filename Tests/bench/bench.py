@@ -25,6 +25,11 @@ from harness import (BENCH_LIMITS, LOAD_CPU, NCHAN_MODULE, ROOT, SERVER_CPU, Hub
                      cpu_model, cpu_split, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
                      wait_port, write_syscalls)
 
+# Nchan pings its subscribers as often as the hub sends its heartbeats (its `--heartbeat` default), so that both do
+# the same work for an idle or quiet connection: one write every 15 s (and a pong to read, on WebSocket).
+HEARTBEAT_SECONDS = 15
+
+
 class Nchan:
     kind = "nchan"
 
@@ -49,7 +54,10 @@ http {{
   {store}
   server {{
     listen 127.0.0.1:{self.port} backlog=4096;
-    location ~ ^/sub/(\\w+)$ {{ nchan_subscriber; nchan_channel_id $1; nchan_subscriber_first_message newest; }}
+    location ~ ^/sub/(\\w+)$ {{
+      nchan_subscriber; nchan_channel_id $1; nchan_subscriber_first_message newest;
+      nchan_websocket_ping_interval {HEARTBEAT_SECONDS}; nchan_eventsource_ping_interval {HEARTBEAT_SECONDS};
+    }}
     location ~ ^/pub/(\\w+)$ {{ nchan_publisher; nchan_channel_id $1; nchan_message_timeout 5m; }}
   }}
 }}
