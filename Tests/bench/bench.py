@@ -23,7 +23,7 @@ import time
 
 from harness import (BENCH_LIMITS, LOAD_CPU, NCHAN_MODULE, ROOT, SERVER_CPU, Hub, Redis, Subscribers, build_release,
                      cpu_model, cpu_split, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
-                     wait_port, write_syscalls)
+                     wait_delivered, wait_port, write_syscalls)
 
 # Nchan pings its subscribers as often as the hub sends its heartbeats (its `--heartbeat` default), so that both do
 # the same work for an idle or quiet connection: one write every 15 s (and a pong to read, on WebSocket).
@@ -103,13 +103,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
     t0 = time.monotonic()
     pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size, connections, pipeline)
     # Give the last messages time to arrive (bounded), then count.
-    deadline = time.monotonic() + 10
-    while True:
-        rep = subs.report()
-        expected = sum(p * c for p, c in zip(pub["per_channel"], rep["connections_per_channel"]))
-        if sum(rep["distinct"]) >= expected or time.monotonic() > deadline:
-            break
-        time.sleep(settle)
+    rep, expected = wait_delivered(subs, pub, timeout=10, settle=settle)
     user1, system1 = cpu_split(server.pids)
     user, system = user1 - user0, system1 - system0
     cpu = user + system

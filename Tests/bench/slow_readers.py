@@ -59,8 +59,8 @@ import tempfile
 import time
 import types
 
-from harness import (ROOT, Hub, Publisher, Subscribers, build_release, expected_deliveries, load_average,
-                     merge_reports, mib, parse_mix, percentile, publish, split)
+from harness import (ROOT, Hub, Publisher, Subscribers, build_release, load_average, mib, parse_mix, percentile,
+                     publish, split, wait_delivered)
 
 SLOW_SOCKET = ["--rcvbuf", "4096", "--mss", "1448"]
 
@@ -170,7 +170,7 @@ def main():
             pub = publisher.result()
             rss_max = max(rss_max, hub.rss())
             # The fast subscribers: everything of the phase, then their latency.
-            rep, expected = wait_for_delivery(list(fast.values()), pub, timeout=30)
+            rep, expected = wait_delivered(list(fast.values()), pub, timeout=30, settle=0.25)
             closes = slow_disconnects()
             phase = {
                 "kind": kind, "epoch": epoch, "load": load, "published": sum(pub["per_channel"]),
@@ -187,7 +187,7 @@ def main():
                 for g in slow.values():
                     g.resume()
             # The slow subscribers (reading throughout a baseline phase; resumed after a slow one): every event.
-            slow_rep, slow_expected = wait_for_delivery(list(slow.values()), pub, timeout=60)
+            slow_rep, slow_expected = wait_delivered(list(slow.values()), pub, timeout=60, settle=0.25)
             phase["rss_after_catch_up"] = hub.rss()
             phase.update({"slow_expected": slow_expected, "slow_delivered": sum(slow_rep["distinct"]),
                           "slow_duplicates": slow_rep["duplicates"], "slow_out_of_order": slow_rep["out_of_order"],
@@ -243,15 +243,6 @@ def delta(after, before):
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
-def wait_for_delivery(groups, pub, timeout):
-    """Until every subscriber of `groups` has every event the publisher got accepted (or the timeout passes)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rep = merge_reports(g.report() for g in groups)
-        expected = expected_deliveries(pub, rep)
-        if sum(rep["distinct"]) >= expected or time.monotonic() > deadline:
-            return rep, expected
-        time.sleep(0.25)
 
 
 def check_phase(p, args, slow_counts, failures):

@@ -90,16 +90,11 @@ def main():
         fill = publish(ctx, hub, args.executions, prefix, min(5000, history), history / min(5000, history), 1,
                        args.size)
         if fillers:
-            deadline = time.monotonic() + 30
-            while True:
-                rep = fillers.report()
-                if sum(rep["distinct"]) >= sum(fill["per_channel"]) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+            rep, expected = wait_delivered(fillers, fill, timeout=30)
             fillers.stop()
-            if sum(rep["distinct"]) != sum(fill["per_channel"]):
-                failures.append(f"history fill: {sum(rep['distinct'])} of {sum(fill['per_channel'])} events reached "
-                                f"the deflate watchers")
+            if sum(rep["distinct"]) != expected:
+                failures.append(f"history fill: {sum(rep['distinct'])} of {expected} events reached the deflate "
+                                f"watchers")
         print(f"history filled: {sum(fill['per_channel'])} events in {time.monotonic() - t0:.1f} s "
               f"(RSS {mib(hub.rss()):.1f} MiB)", flush=True)
         if sum(fill["per_channel"]) != int(history):
