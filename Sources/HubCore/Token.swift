@@ -94,3 +94,39 @@ public struct TokenVerifier: Sendable {
         return input + "." + Base64.encode(signature, alphabet: .url)
     }
 }
+
+/// The tokens one event loop verified lately, by their exact text, so that connections opened with the same token
+/// share one `Principal` (one copy of its workspace set, instead of one per connection) and skip the HMAC.
+///
+/// A token's text fixes its claims and its signature, so a verified token stays valid until its `exp`, which is
+/// checked on every use. Touched from one event loop only. When full it starts again empty: a flood of distinct
+/// tokens costs at most `capacity` entries.
+public final class VerifiedTokens {
+    private let verifier: TokenVerifier
+    private let capacity: Int
+    private var entries: [String: Principal] = [:]
+    /// Verifications answered from the cache.
+    public private(set) var hits = 0
+
+    public init(verifier: TokenVerifier, capacity: Int = 256) {
+        self.verifier = verifier
+        self.capacity = capacity
+    }
+
+    public var count: Int { entries.count }
+
+    public func verify(_ token: String, now: Int64) throws(TokenVerifier.Failure) -> Principal {
+        if let principal = entries[token] {
+            guard principal.expiresAt > now else {
+                entries[token] = nil
+                throw .expired
+            }
+            hits += 1
+            return principal
+        }
+        let principal = try verifier.verify(token, now: now)
+        if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+        entries[token] = principal
+        return principal
+    }
+}

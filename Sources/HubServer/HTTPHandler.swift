@@ -353,7 +353,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var principal: Principal?
         if let (token, _) = token(head, headerAndCookie: false) {
             do {
-                principal = try server.tokens.verify(token, now: server.nowSeconds)
+                principal = try server.loops.resources(for: context.eventLoop).verifiedTokens.verify(token, now: server.nowSeconds)
             } catch {
                 return refuseToken(context: context, error)
             }
@@ -385,7 +385,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let principal: Principal
         do {
-            principal = try server.tokens.verify(token, now: server.nowSeconds)
+            principal = try server.loops.resources(for: context.eventLoop).verifiedTokens.verify(token, now: server.nowSeconds)
         } catch {
             return refuseToken(context: context, error)
         }

@@ -74,9 +74,10 @@ public final class HubServer: Sendable {
         }
         let state = ServerState()
         let connections = ConnectionTable(perAddressLimit: configuration.maxConnectionsPerAddress)
-        let context = ServerContext(configuration: configuration, loops: LoopResourceTable(group: group, metrics: metrics), logger: logger,
-            broker: broker, limiter: limiter,
-            tokens: TokenVerifier(secret: Array(configuration.tokenSecret.utf8)),
+        let tokens = TokenVerifier(secret: Array(configuration.tokenSecret.utf8))
+        let context = ServerContext(configuration: configuration,
+            loops: LoopResourceTable(group: group, metrics: metrics, tokens: tokens), logger: logger,
+            broker: broker, limiter: limiter, tokens: tokens,
             engine: EngineSignature(secret: Array(configuration.engineSecret.utf8),
                 maxSkewSeconds: Int64(configuration.engineClockSkewSeconds)),
             staticFiles: staticFiles, demo: demo, metrics: metrics, exposition: { registry.emitToBuffer() }, state: state,

@@ -137,7 +137,7 @@ final class HubSession: WebSocketApplication, EventSink {
         guard let token = value["token"]?.stringValue else { return sendError(id: id, "invalid_message", "token is required") }
         let verified: Principal
         do {
-            verified = try server.tokens.verify(token, now: server.nowSeconds)
+            verified = try resources.verifiedTokens.verify(token, now: server.nowSeconds)
         } catch {
             return sendError(id: id, error.code, error.message)
         }

@@ -16,11 +16,14 @@ final class LoopResources: @unchecked Sendable {
     let flusher: LoopFlusher
     /// The deadlines of this loop's long-lived connections, served by one task.
     let timers: LoopTimers
+    /// Tokens verified on this loop: connections opened with one token share its `Principal`.
+    let verifiedTokens: VerifiedTokens
     /// Deflaters by window size: a connection's frames must use a window no larger than it agreed to.
     private var deflaters: [Int: Deflater] = [:]
 
-    init(eventLoop: EventLoop, metrics: HubMetrics) {
+    init(eventLoop: EventLoop, metrics: HubMetrics, tokens: TokenVerifier) {
         self.eventLoop = eventLoop
+        self.verifiedTokens = VerifiedTokens(verifier: tokens)
         self.router = LoopRouter(eventLoop: eventLoop, metrics: metrics)
         let flusher = LoopFlusher(eventLoop: eventLoop)
         self.flusher = flusher
@@ -40,10 +43,10 @@ final class LoopResources: @unchecked Sendable {
 struct LoopResourceTable: Sendable {
     private let table: [ObjectIdentifier: LoopResources]
 
-    init(group: EventLoopGroup, metrics: HubMetrics) {
+    init(group: EventLoopGroup, metrics: HubMetrics, tokens: TokenVerifier) {
         var table: [ObjectIdentifier: LoopResources] = [:]
         for loop in group.makeIterator() {
-            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop, metrics: metrics)
+            table[ObjectIdentifier(loop)] = LoopResources(eventLoop: loop, metrics: metrics, tokens: tokens)
         }
         self.table = table
     }

@@ -48,4 +48,48 @@ final class TokenTests: XCTestCase {
             }
         }
     }
+
+    /// The storage of a set, to tell whether two principals hold one copy of their workspaces or two.
+    private func storage(_ set: Set<String>) -> ObjectIdentifier {
+        precondition(MemoryLayout<Set<String>>.size == MemoryLayout<AnyObject>.size)
+        return ObjectIdentifier(unsafeBitCast(set, to: AnyObject.self))
+    }
+
+    func testConnectionsWithOneTokenShareOnePrincipal() throws {
+        let cache = VerifiedTokens(verifier: verifier)
+        let token = verifier.mint(subject: "alice", workspaces: ["w1", "w2"], expiresAt: now + 60)
+        let first = try cache.verify(token, now: now)
+        let second = try cache.verify(token, now: now + 30)
+        XCTAssertEqual(second, Principal(subject: "alice", workspaces: ["w1", "w2"], expiresAt: now + 60))
+        XCTAssertEqual(cache.hits, 1)
+        XCTAssertEqual(storage(first.workspaces), storage(second.workspaces))
+        // Without the cache every verification builds its own set: what each connection held before.
+        XCTAssertNotEqual(storage(try verifier.verify(token, now: now).workspaces), storage(first.workspaces))
+    }
+
+    func testACachedTokenStillExpiresAndABadOneIsNeverCached() throws {
+        let cache = VerifiedTokens(verifier: verifier)
+        let token = verifier.mint(subject: "alice", workspaces: ["w1"], expiresAt: now + 60)
+        _ = try cache.verify(token, now: now)
+        XCTAssertThrowsError(try cache.verify(token, now: now + 60)) { XCTAssertEqual($0 as? TokenVerifier.Failure, .expired) }
+        XCTAssertEqual(cache.count, 0)
+        let forged = TokenVerifier(secret: Array("another-secret-value".utf8)).mint(subject: "alice", workspaces: ["w1"], expiresAt: now + 60)
+        for _ in 0..<2 {
+            XCTAssertThrowsError(try cache.verify(forged, now: now)) { XCTAssertEqual($0 as? TokenVerifier.Failure, .badSignature) }
+        }
+        XCTAssertEqual(cache.count, 0)
+        XCTAssertEqual(cache.hits, 0)
+    }
+
+    func testAFullCacheStartsAgainEmpty() throws {
+        let cache = VerifiedTokens(verifier: verifier, capacity: 3)
+        let tokens = (0..<4).map { verifier.mint(subject: "u\($0)", workspaces: ["w1"], expiresAt: now + 60) }
+        for token in tokens { _ = try cache.verify(token, now: now) }
+        XCTAssertEqual(cache.count, 1)
+        XCTAssertEqual(try cache.verify(tokens[3], now: now).subject, "u3")
+        XCTAssertEqual(cache.hits, 1)
+        XCTAssertEqual(try cache.verify(tokens[0], now: now).subject, "u0")
+        XCTAssertEqual(cache.hits, 1)
+        XCTAssertEqual(cache.count, 2)
+    }
 }

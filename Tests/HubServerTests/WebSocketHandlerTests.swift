@@ -1,3 +1,4 @@
+import HubCore
 import HubProtocol
 import Logging
 import NIOCore
@@ -20,7 +21,7 @@ final class WebSocketHandlerTests: XCTestCase {
                 pongTimeout: 10 * second, closeTimeout: 5 * second),
             deflate: nil, now: Int64(loop.now.uptimeNanoseconds))
         let loop = self.loop!
-        let handler = WebSocketHandler(connection: connection, resources: LoopResources(eventLoop: loop, metrics: .none),
+        let handler = WebSocketHandler(connection: connection, resources: LoopResources(eventLoop: loop, metrics: .none, tokens: TokenVerifier(secret: [1])),
             application: EchoApplication(), logger: Logger(label: "test"), clock: { Int64(loop.now.uptimeNanoseconds) })
         XCTAssertNoThrow(try channel.pipeline.syncOperations.addHandler(handler))
         XCTAssertNoThrow(try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait())
@@ -149,7 +150,7 @@ final class WebSocketHandlerTests: XCTestCase {
             deflate: nil, now: Int64(loop.now.uptimeNanoseconds), firstPingEarly: 4 * second)
         let other = EmbeddedChannel(loop: loop)
         let loop = self.loop!
-        let handler = WebSocketHandler(connection: early, resources: LoopResources(eventLoop: loop, metrics: .none),
+        let handler = WebSocketHandler(connection: early, resources: LoopResources(eventLoop: loop, metrics: .none, tokens: TokenVerifier(secret: [1])),
             application: EchoApplication(), logger: Logger(label: "test"), clock: { Int64(loop.now.uptimeNanoseconds) })
         XCTAssertEqual(handler.firstPingEarly, 4 * second)
         try other.pipeline.syncOperations.addHandler(handler)
