@@ -14,7 +14,10 @@ public protocol EventSink: AnyObject {
 /// One watcher's interest in one execution.
 public final class Subscription {
     public let topic: TopicKey
-    public unowned let sink: EventSink
+    /// Not retained, and not checked on each delivery (`unowned(unsafe)`: the fan-out reads it for every subscriber):
+    /// every sink unsubscribes all its subscriptions when its connection closes or its handler leaves the pipeline
+    /// (`HubSession.didClose`, `SSEHandler.finish`), so the router never reaches a sink that is gone.
+    public unowned(unsafe) let sink: EventSink
     /// The newest seq this subscription has received; the router skips anything at or below it.
     public var lastSeq: UInt64
     /// False once unsubscribed: queued deliveries for it are dropped.

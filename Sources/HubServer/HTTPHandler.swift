@@ -608,7 +608,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.flush()
 
         guard handOver(context: context, to: handler, budget: budget) else { return }
-        handler.start()
+        handler.start(alone: true)
         server.logger.info("websocket open", metadata: ["path": "\(head.uri.redactedPath)",
             "deflate": "\(acceptance.deflate?.responseHeader ?? "none")"])
     }

@@ -43,6 +43,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     private let application: WebSocketApplication
     private let logger: Logger
     private var context: ChannelHandlerContext?
+    /// The channel's core, from `start(alone: true)` (the HTTP handlers gone, this the pipeline's only handler)
+    /// until removal. Frames and flushes go to it directly: the pipeline's walk would end there too (its head hands a
+    /// write to `write0` and a flush to `flush0`), and skipping it spares each delivery the walk's calls and reference
+    /// counting, about 0.3 µs of 2.5 in user space at 50k deliveries/s (README "Benchmarks").
+    private var core: ChannelCore?
     /// Bytes of an incomplete frame header or control frame, kept between reads.
     private var pending: ByteBuffer?
     private var actions: [WebSocketConnection.Action] = []
@@ -95,14 +100,19 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     }
 
     /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw frames.
-    func start() {
+    /// - Parameter alone: this is the pipeline's only handler (after the upgrade), so frames may skip the pipeline.
+    func start(alone: Bool = false) {
+        if alone { core = context?.channel._channelCore }
         application.didOpen(self)
         scheduleTick(now: clock())
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        // The application's subscriptions end here at the latest (the router holds its sessions unowned).
+        finish()
         resources.timers.cancel(self)
         self.context = nil
+        core = nil
         staged = []
         stagedBytes = 0
     }
@@ -130,7 +140,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
         if flushPending {
             flushPending = false
             writeStaged(context: context)
-            context.flush()
+            flushChannel(context: context)
         }
     }
 
@@ -188,11 +198,21 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     /// Writes complete frame bytes; they go out with the connection's next flush, once per event-loop tick, or at
     /// once with `flush` (and with them anything queued earlier in the tick).
     func write(frame: ByteBuffer, flush: Bool = false) {
-        guard let context, !outputClosed else { return }
+        guard !outputClosed else { return }
+        if flush, staged.isEmpty, let core {
+            // A lone live event with nothing staged before it (the common case at moderate load): anything written
+            // earlier in the tick goes out with it.
+            flushPending = false
+            core.write0(NIOAny(frame), promise: nil)
+            core.flush0()
+            return
+        }
+        guard let context else { return }
         if flush {
             writeStaged(context: context)
             flushPending = false
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+            emit(frame, context: context)
+            flushChannel(context: context)
             return
         }
         if stagedBytes + frame.readableBytes <= Self.stagedLimit {
@@ -200,10 +220,21 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
             stagedBytes += frame.readableBytes
         } else {
             writeStaged(context: context)
-            context.write(wrapOutboundOut(frame), promise: nil)
+            emit(frame, context: context)
             flushEarlyIfOverBudget(context: context)
         }
         scheduleFlush(context: context)
+    }
+
+    /// Writes `frame` to the channel (not flushed).
+    @inline(__always)
+    private func emit(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        if let core { core.write0(NIOAny(frame), promise: nil) } else { context.write(wrapOutboundOut(frame), promise: nil) }
+    }
+
+    @inline(__always)
+    private func flushChannel(context: ChannelHandlerContext) {
+        if let core { core.flush0() } else { context.flush() }
     }
 
     /// Hands the staged frames to the channel, in order, before anything written after them.
@@ -217,14 +248,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
             // A write that passes the budget closes a slow consumer at once, and its close frame is written then:
             // nothing may follow it.
             if outputClosed != wasClosed { break }
-            context.write(wrapOutboundOut(frame), promise: nil)
+            emit(frame, context: context)
         }
     }
 
     /// A burst that fills the channel's budget within one tick goes to the kernel at once instead of waiting for the
     /// end of the tick: only bytes the kernel will not take count against a reader as slow.
     private func flushEarlyIfOverBudget(context: ChannelHandlerContext) {
-        if !writable { context.flush() }
+        if !writable { flushChannel(context: context) }
     }
 
     /// Encodes and writes one message, compressed when permessage-deflate is in use.
@@ -259,7 +290,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
         guard flushPending, let context else { return }
         flushPending = false
         writeStaged(context: context)
-        context.flush()
+        flushChannel(context: context)
     }
 
     private func perform(context: ChannelHandlerContext) {

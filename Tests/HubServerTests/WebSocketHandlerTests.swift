@@ -7,6 +7,21 @@ import XCTest
 
 @testable import HubServer
 
+/// Logs the writes and flushes that pass it on their way to the channel.
+private final class Recorder: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    var log: [String] = []
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let buffer = unwrapOutboundIn(data)
+        log.append("write \(buffer.readableBytes)")
+        context.write(data, promise: promise)
+    }
+    func flush(context: ChannelHandlerContext) {
+        log.append("flush")
+        context.flush()
+    }
+}
+
 /// Whole conversations through the connection's single handler on an EmbeddedChannel, with virtual time.
 final class WebSocketHandlerTests: XCTestCase {
     var loop: EmbeddedEventLoop!
@@ -67,23 +82,43 @@ final class WebSocketHandlerTests: XCTestCase {
         XCTAssertEqual(try written(), [0x81, 0x01, 0x63])
     }
 
+    /// After the upgrade the handler is the pipeline's only one and hands frames and flushes to the channel's core
+    /// itself, skipping the pipeline's walk: a handler put in front of it sees none of them, and the bytes still reach
+    /// the channel in order, a flushed write at once and deferred ones with the loop's pass.
+    func testAloneItWritesToTheChannelCoreInOrder() throws {
+        let connection = WebSocketConnection(
+            configuration: .init(maxFrameSize: 1024, maxMessageSize: 1024, pingInterval: 15_000_000_000,
+                pongTimeout: 10_000_000_000, closeTimeout: 5_000_000_000),
+            deflate: nil, now: Int64(loop.now.uptimeNanoseconds))
+        let direct = EmbeddedChannel(loop: loop)
+        defer { _ = try? direct.finish() }
+        let loop = self.loop!
+        let handler = WebSocketHandler(connection: connection,
+            resources: LoopResources(eventLoop: loop, metrics: .none, tokens: TokenVerifier(secret: [1])),
+            application: EchoApplication(), logger: Logger(label: "test"), clock: { Int64(loop.now.uptimeNanoseconds) })
+        try direct.pipeline.syncOperations.addHandler(handler)
+        try direct.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        handler.start(alone: true)
+        let recorder = Recorder()
+        try direct.pipeline.syncOperations.addHandler(recorder, position: .first)
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x61]))
+        XCTAssertNil(try direct.readOutbound(as: ByteBuffer.self))
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x62]), flush: true)
+        XCTAssertEqual(try direct.readOutbound(as: ByteBuffer.self), ByteBuffer(bytes: [0x81, 0x01, 0x61]))
+        XCTAssertEqual(try direct.readOutbound(as: ByteBuffer.self), ByteBuffer(bytes: [0x81, 0x01, 0x62]))
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x63]), flush: true)
+        XCTAssertEqual(try direct.readOutbound(as: ByteBuffer.self), ByteBuffer(bytes: [0x81, 0x01, 0x63]))
+        handler.write(frame: ByteBuffer(bytes: [0x81, 0x01, 0x64]))
+        XCTAssertNil(try direct.readOutbound(as: ByteBuffer.self))
+        loop.run()  // the loop's flush pass
+        XCTAssertEqual(try direct.readOutbound(as: ByteBuffer.self), ByteBuffer(bytes: [0x81, 0x01, 0x64]))
+        XCTAssertEqual(recorder.log, [])
+    }
+
     /// Deferred frames wait in the handler and reach the channel only with the flush that sends them (the pass, or a
     /// flushed write behind them), in order; a burst beyond the staging limit goes to the channel at once, where its
     /// water marks see it.
     func testDeferredFramesReachTheChannelOnlyWithTheirFlushInOrder() throws {
-        final class Recorder: ChannelOutboundHandler {
-            typealias OutboundIn = ByteBuffer
-            var log: [String] = []
-            func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-                let buffer = unwrapOutboundIn(data)
-                log.append("write \(buffer.readableBytes)")
-                context.write(data, promise: promise)
-            }
-            func flush(context: ChannelHandlerContext) {
-                log.append("flush")
-                context.flush()
-            }
-        }
         let recorder = Recorder()
         try channel.pipeline.syncOperations.addHandler(recorder, position: .first)
         let handler = try channel.pipeline.syncOperations.handler(type: WebSocketHandler.self)
