@@ -423,7 +423,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let stream = SSEHandler(server: self.server, resources: self.server.loops.resources(for: context.eventLoop),
                     topic: topic, since: since, principal: principal, origin: origin, lease: lease)
                 if self.handOver(context: context, to: stream, budget: self.server.configuration.outboundBudget / 2) {
-                    stream.start()
+                    stream.start(alone: true)
                 } else {
                     self.server.limiter.release(lease)
                 }

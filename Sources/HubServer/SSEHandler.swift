@@ -21,6 +21,9 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// The stream's place among its workspace's streams, released when the stream ends.
     private let lease: StreamLease
     private var context: ChannelHandlerContext?
+    /// The channel's core, from `start(alone: true)` until removal: events and flushes skip the pipeline's walk, as a
+    /// WebSocket's frames do (see `WebSocketHandler.core`).
+    private var core: ChannelCore?
     private var subscription: Subscription?
     private var timer: StreamTimer
     /// This stream's place in its loop's timer heap (`LoopTimers`).
@@ -74,8 +77,10 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     }
 
     /// Called once the HTTP handlers have left the pipeline: from here on this handler writes raw bytes.
-    func start() {
-        guard context != nil else { return }
+    /// - Parameter alone: this is the pipeline's only handler, so events may skip the pipeline.
+    func start(alone: Bool = false) {
+        guard let context else { return }
+        if alone { core = context.channel._channelCore }
         started = true
         server.metrics.connections(.sse).increment()
         var start = responseHead()
@@ -122,6 +127,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     func handlerRemoved(context: ChannelHandlerContext) {
         finish()
         self.context = nil
+        core = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -155,15 +161,15 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         guard let context, !finished else { return }
         if backlog.isEmpty && writable {
             lastSeq = event.seq
-            context.write(wrapOutboundOut(event.sse), promise: nil)
+            if let core { core.write0(NIOAny(event.sse), promise: nil) } else { context.write(wrapOutboundOut(event.sse), promise: nil) }
             if flush {
                 flushPending = false
-                context.flush()
+                flushChannel(context: context)
                 return
             }
             // A burst that fills the budget within one tick goes to the kernel at once: only bytes the kernel will
             // not take count against the reader as slow.
-            if !writable { context.flush() }
+            if !writable { flushChannel(context: context) }
             scheduleFlush(context: context)
             return
         }
@@ -194,9 +200,14 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     }
 
     func flushNow() {
-        guard flushPending else { return }
+        guard flushPending, let context else { return }
         flushPending = false
-        context?.flush()
+        flushChannel(context: context)
+    }
+
+    @inline(__always)
+    private func flushChannel(context: ChannelHandlerContext) {
+        if let core { core.flush0() } else { context.flush() }
     }
 
     private func tick() {
