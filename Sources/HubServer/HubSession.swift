@@ -14,8 +14,10 @@ final class HubSession: WebSocketApplication, EventSink {
     // Deadlines (monotonic nanoseconds) that the socket's one timer serves through `tick`.
     private var heartbeatDue: Int64?
     private var ageDeadline: Int64?
-    private var tokenWarning: (at: Int64, principal: Principal)?
-    private var tokenExpiry: (at: Int64, principal: Principal)?
+    /// The current token's `token.expiring` and close; a new token (`auth`) replaces both, so they always belong to
+    /// `principal` (deadlines only: a copy of the principal in each cost every connection 64 bytes).
+    private var tokenWarning: Int64?
+    private var tokenExpiry: Int64?
     private var backlog = OutboundBacklog()
     /// Kept by the loop's router (`EventSink.flushedTick`).
     var flushedTick: UInt32 = 0
@@ -45,24 +47,22 @@ final class HubSession: WebSocketApplication, EventSink {
             socket.write(frame: socket.compresses ? HubMessages.heartbeatDeflated : HubMessages.heartbeat)
             heartbeatDue = now + nanoseconds(server.configuration.heartbeatSeconds)
         }
-        if let warning = tokenWarning, warning.at <= now {
+        if let warning = tokenWarning, warning <= now, let principal {
             tokenWarning = nil
-            send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(warning.principal.expiresAt)))]))
+            send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(principal.expiresAt)))]))
         }
-        if let expiry = tokenExpiry, expiry.at <= now {
+        if let expiry = tokenExpiry, expiry <= now {
             tokenExpiry = nil
-            if principal == expiry.principal {
-                sendError(id: nil, "token_expired", "token expired; reconnect with a fresh token and resubscribe with since")
-                socket.close(code: CloseCode(4401), reason: "token expired")
-                return nil
-            }
+            sendError(id: nil, "token_expired", "token expired; reconnect with a fresh token and resubscribe with since")
+            socket.close(code: CloseCode(4401), reason: "token expired")
+            return nil
         }
         if let deadline = ageDeadline, deadline <= now {
             ageDeadline = nil
             socket.close(code: .goingAway, reason: "max connection age")
             return nil
         }
-        return [heartbeatDue, ageDeadline, tokenWarning?.at, tokenExpiry?.at].compactMap { $0 }.min()
+        return [heartbeatDue, ageDeadline, tokenWarning, tokenExpiry].compactMap { $0 }.min()
     }
 
     func didClose(_ socket: WebSocketHandler) {
@@ -236,8 +236,8 @@ final class HubSession: WebSocketApplication, EventSink {
     /// `token.expiring` a minute before the token's `exp`, and the close (4401) at it; a new token replaces both.
     private func scheduleTokenTimers(_ principal: Principal, now: Int64) {
         let remaining = principal.expiresAt - server.nowSeconds
-        tokenWarning = remaining > 60 ? (now + (remaining - 60) * 1_000_000_000, principal) : nil
-        tokenExpiry = (now + max(remaining, 0) * 1_000_000_000, principal)
+        tokenWarning = remaining > 60 ? now + (remaining - 60) * 1_000_000_000 : nil
+        tokenExpiry = now + max(remaining, 0) * 1_000_000_000
     }
 
     // MARK: Output

@@ -6,7 +6,7 @@ workloads from the same load generator (`loadgen`, a SwiftNIO executable of this
 CPU 0, the load generator (and Redis) to CPU 1. Each server's CPU seconds and RSS are read from /proc. Every run
 counts lost, duplicated and out-of-order messages; a run with any of them is marked.
 
-    python3 Tests/bench/bench.py              # the full run (about 15 minutes), prints the table
+    python3 Tests/bench/bench.py              # the full run (about 20 minutes), prints the table
     python3 Tests/bench/bench.py --quick      # a small smoke version (CI)
 
 Needs: release builds of `hub` and `loadgen` (the script builds them), nginx with libnginx-mod-nchan, redis-server.

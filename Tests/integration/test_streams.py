@@ -717,6 +717,30 @@ def test_websocket_closes_1001_at_max_connection_age(hub_factory):
     assert watcher.ws.protocol.close_rcvd.reason == "max connection age"
 
 
+
+def test_websocket_closes_4401_when_its_token_expires_unless_a_new_token_came(hub_factory):
+    """At the token's exp the hub sends token_expired and closes with 4401; a watcher that sent `auth` with a fresh
+    token before its own exp stays open and keeps its subscription."""
+    hub = hub_factory(*W)
+    renewed = Watcher(hub, mint(ttl=2))  # its first token's close would come about a second before `expiring`'s
+    renewed.subscribe("w1", "e1", expect_seq=0)
+    rid = renewed.op("auth", token=mint(ttl=3600))
+    reply = renewed.recv()
+    assert (reply["type"], reply["id"]) == ("authenticated", rid), reply
+    expiring = Watcher(hub, mint(ttl=4))
+    expiring.subscribe("w1", "e1", expect_seq=0)
+    started = time.monotonic()
+    error_reply(expiring, "token_expired")
+    with pytest.raises(ConnectionClosed):
+        expiring.recv(timeout=5)
+    assert 2 <= time.monotonic() - started < 6
+    assert (expiring.ws.protocol.close_rcvd.code, expiring.ws.protocol.close_rcvd.reason) == (4401, "token expired")
+    ingest(hub, hc.log_event("e1", 1))
+    event = renewed.events(1)[0]
+    assert (event["execution"], event["seq"]) == ("e1", 1)
+    assert no_message(renewed)
+    renewed.close()
+
 # --- 8. slow subscriber ----------------------------------------------------------------------------------------------
 
 def ws_json_frames(raw):
