@@ -43,6 +43,8 @@ echo "== benchmark smoke run (release builds; the hub and Nchan, small, every me
 timeout 900 swift build -c release --product hub 2>&1 | tail -n 1
 timeout 900 swift build -c release --product loadgen 2>&1 | tail -n 1
 timeout 900 python3 Tests/bench/bench.py --quick --bin "$root/.build/release"
+timeout 300 python3 Tests/bench/ab.py --a "$root/.build/release" --b "$root/.build/release" --subscribers 100 \
+  --rate 2000 --duration 2 --rounds 1 --no-perf
 
 echo "== soak and slow-reader smoke runs (release builds; every connection, event and close code checked)"
 timeout 600 python3 Tests/bench/soak.py --bin "$root/.build/release" --connections 2000 --executions 100 --rate 50 \
