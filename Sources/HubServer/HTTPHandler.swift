@@ -348,12 +348,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         return true
     }
 
+    /// Verifies a watcher's token through this loop's cache of verified tokens.
+    private func verify(_ token: String, context: ChannelHandlerContext) throws(TokenVerifier.Failure) -> Principal {
+        try server.loops.resources(for: context.eventLoop).verifiedTokens.verify(token, now: server.nowSeconds)
+    }
+
     private func openHubSocket(context: ChannelHandlerContext, head: HTTPRequestHead) {
         guard !originRefused(context: context, head: head) else { return }
         var principal: Principal?
         if let (token, _) = token(head, headerAndCookie: false) {
             do {
-                principal = try server.loops.resources(for: context.eventLoop).verifiedTokens.verify(token, now: server.nowSeconds)
+                principal = try verify(token, context: context)
             } catch {
                 return refuseToken(context: context, error)
             }
@@ -385,7 +390,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let principal: Principal
         do {
-            principal = try server.loops.resources(for: context.eventLoop).verifiedTokens.verify(token, now: server.nowSeconds)
+            principal = try verify(token, context: context)
         } catch {
             return refuseToken(context: context, error)
         }

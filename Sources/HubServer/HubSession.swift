@@ -47,9 +47,11 @@ final class HubSession: WebSocketApplication, EventSink {
             socket.write(frame: socket.compresses ? HubMessages.heartbeatDeflated : HubMessages.heartbeat)
             heartbeatDue = now + nanoseconds(server.configuration.heartbeatSeconds)
         }
-        if let warning = tokenWarning, warning <= now, let principal {
+        if let warning = tokenWarning, warning <= now {
             tokenWarning = nil
-            send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(principal.expiresAt)))]))
+            if let principal {
+                send(.object([("type", .string("token.expiring")), ("expires_at", .number(Double(principal.expiresAt)))]))
+            }
         }
         if let expiry = tokenExpiry, expiry <= now {
             tokenExpiry = nil

@@ -161,15 +161,15 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         guard let context, !finished else { return }
         if backlog.isEmpty && writable {
             lastSeq = event.seq
-            if let core { core.write0(NIOAny(event.sse), promise: nil) } else { context.write(wrapOutboundOut(event.sse), promise: nil) }
+            context.write(event.sse, core: core)
             if flush {
                 flushPending = false
-                flushChannel(context: context)
+                context.flush(core: core)
                 return
             }
             // A burst that fills the budget within one tick goes to the kernel at once: only bytes the kernel will
             // not take count against the reader as slow.
-            if !writable { flushChannel(context: context) }
+            if !writable { context.flush(core: core) }
             scheduleFlush(context: context)
             return
         }
@@ -202,12 +202,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     func flushNow() {
         guard flushPending, let context else { return }
         flushPending = false
-        flushChannel(context: context)
-    }
-
-    @inline(__always)
-    private func flushChannel(context: ChannelHandlerContext) {
-        if let core { core.flush0() } else { context.flush() }
+        context.flush(core: core)
     }
 
     private func tick() {

@@ -110,7 +110,6 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     func handlerRemoved(context: ChannelHandlerContext) {
         // The application's subscriptions end here at the latest (the router holds its sessions unowned).
         finish()
-        resources.timers.cancel(self)
         self.context = nil
         core = nil
         staged = []
@@ -140,7 +139,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
         if flushPending {
             flushPending = false
             writeStaged(context: context)
-            flushChannel(context: context)
+            context.flush(core: core)
         }
     }
 
@@ -198,21 +197,12 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     /// Writes complete frame bytes; they go out with the connection's next flush, once per event-loop tick, or at
     /// once with `flush` (and with them anything queued earlier in the tick).
     func write(frame: ByteBuffer, flush: Bool = false) {
-        guard !outputClosed else { return }
-        if flush, staged.isEmpty, let core {
-            // A lone live event with nothing staged before it (the common case at moderate load): anything written
-            // earlier in the tick goes out with it.
-            flushPending = false
-            core.write0(NIOAny(frame), promise: nil)
-            core.flush0()
-            return
-        }
-        guard let context else { return }
+        guard let context, !outputClosed else { return }
         if flush {
             writeStaged(context: context)
             flushPending = false
-            emit(frame, context: context)
-            flushChannel(context: context)
+            context.write(frame, core: core)
+            context.flush(core: core)
             return
         }
         if stagedBytes + frame.readableBytes <= Self.stagedLimit {
@@ -220,21 +210,10 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
             stagedBytes += frame.readableBytes
         } else {
             writeStaged(context: context)
-            emit(frame, context: context)
+            context.write(frame, core: core)
             flushEarlyIfOverBudget(context: context)
         }
         scheduleFlush(context: context)
-    }
-
-    /// Writes `frame` to the channel (not flushed).
-    @inline(__always)
-    private func emit(_ frame: ByteBuffer, context: ChannelHandlerContext) {
-        if let core { core.write0(NIOAny(frame), promise: nil) } else { context.write(wrapOutboundOut(frame), promise: nil) }
-    }
-
-    @inline(__always)
-    private func flushChannel(context: ChannelHandlerContext) {
-        if let core { core.flush0() } else { context.flush() }
     }
 
     /// Hands the staged frames to the channel, in order, before anything written after them.
@@ -248,14 +227,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
             // A write that passes the budget closes a slow consumer at once, and its close frame is written then:
             // nothing may follow it.
             if outputClosed != wasClosed { break }
-            emit(frame, context: context)
+            context.write(frame, core: core)
         }
     }
 
     /// A burst that fills the channel's budget within one tick goes to the kernel at once instead of waiting for the
     /// end of the tick: only bytes the kernel will not take count against a reader as slow.
     private func flushEarlyIfOverBudget(context: ChannelHandlerContext) {
-        if !writable { flushChannel(context: context) }
+        if !writable { context.flush(core: core) }
     }
 
     /// Encodes and writes one message, compressed when permessage-deflate is in use.
@@ -290,7 +269,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
         guard flushPending, let context else { return }
         flushPending = false
         writeStaged(context: context)
-        flushChannel(context: context)
+        context.flush(core: core)
     }
 
     private func perform(context: ChannelHandlerContext) {
