@@ -7,7 +7,7 @@ import NIOCore
 ///
 /// The response head is written by hand with `Connection: close` and no transfer coding, so every event is the
 /// shared `EncodedEvent.sse` buffer written as is (no chunk framing per subscriber).
-final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink, Flushable, TimerTarget {
+final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink, Flushable, TimerTarget, DirectWriter {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -20,10 +20,16 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private let origin: String?
     /// The stream's place among its workspace's streams, released when the stream ends.
     private let lease: StreamLease
-    private var context: ChannelHandlerContext?
+    private(set) var context: ChannelHandlerContext?
     /// The channel's core, from `start(alone: true)` until removal: events and flushes skip the pipeline's walk, as a
     /// WebSocket's frames do (see `WebSocketHandler.core`).
-    private var core: ChannelCore?
+    private(set) var core: ChannelCore?
+    /// The socket, written directly while NIO holds none of this stream's bytes (`SocketOutput`).
+    var output = SocketOutput()
+    /// Events written to the socket by the loop's flush pass, as a WebSocket's frames are (`WebSocketHandler.staged`);
+    /// only while writes go to the socket directly.
+    private var staged: [ByteBuffer] = []
+    private var stagedBytes = 0
     private var subscription: Subscription?
     private var timer: StreamTimer
     /// This stream's place in its loop's timer heap (`LoopTimers`).
@@ -80,7 +86,10 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// - Parameter alone: this is the pipeline's only handler, so events may skip the pipeline.
     func start(alone: Bool = false) {
         guard let context else { return }
-        if alone { core = context.channel._channelCore }
+        if alone {
+            core = context.channel._channelCore
+            attachSocket(context: context)
+        }
         started = true
         server.metrics.connections(.sse).increment()
         var start = responseHead()
@@ -95,6 +104,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
             self.subscription = nil
             self.finish()
             guard self.pendingHead != nil else { return context.close(promise: nil) }
+            // Nothing was sent yet, and nothing follows this reply.
+            self.output.detach()
             self.pendingHead = nil
             let body = #"{"error":"unavailable","message":"the broker could not start the stream; retry"}"# + "\n"
             let response = ByteBuffer(string: "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -111,7 +122,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
                 let data = JSON.object([("workspace", .string(self.topic.workspace)), ("execution", .string(self.topic.execution)),
                     ("since", .number(Double(since))), ("first_seq", .number(Double(first)))]).serialized
                 try! SSEEncoder.writeEvent(into: &buffer, event: "replay.truncated", data: data)
-                context.write(self.wrapOutboundOut(buffer), promise: nil)
+                self.emit(buffer, context: context)
                 self.scheduleFlush(context: context)
             }
         }
@@ -128,6 +139,8 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         finish()
         self.context = nil
         core = nil
+        output.detach()
+        staged = []
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -135,6 +148,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        output.detach()
         finish()
         context.fireChannelInactive()
     }
@@ -144,7 +158,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         if writable {
             while writable, let (event, _) = backlog.popFirst() {
                 lastSeq = event.seq
-                context.write(wrapOutboundOut(event.sse), promise: nil)
+                toChannel(event.sse, context: context)
             }
             scheduleFlush(context: context)
         }
@@ -161,15 +175,23 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         guard let context, !finished else { return }
         if backlog.isEmpty && writable {
             lastSeq = event.seq
-            context.write(event.sse, core: core)
+            if output.direct {
+                if flush && staged.isEmpty { return sendNow(event.sse, context: context) }
+                staged.append(event.sse)
+                stagedBytes += event.sse.readableBytes
+                // A burst this large goes to the kernel now rather than wait for the end of the tick.
+                if flush || stagedBytes > WebSocketHandler.stagedLimit { return sendStaged(context: context) }
+                return scheduleFlush(context: context)
+            }
+            toChannel(event.sse, context: context)
             if flush {
                 flushPending = false
-                context.flush(core: core)
+                flushChannel(context: context)
                 return
             }
             // A burst that fills the budget within one tick goes to the kernel at once: only bytes the kernel will
             // not take count against the reader as slow.
-            if !writable { context.flush(core: core) }
+            if !writable { flushChannel(context: context) }
             scheduleFlush(context: context)
             return
         }
@@ -189,8 +211,37 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     private func writeHead(context: ChannelHandlerContext) {
         guard let head = pendingHead else { return }
         pendingHead = nil
-        context.write(wrapOutboundOut(head), promise: nil)
+        emit(head, context: context)
         scheduleFlush(context: context)
+    }
+
+    /// Queues `bytes` for the next flush: staged for the socket while writes go there directly, else in the channel.
+    private func emit(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        if output.direct {
+            staged.append(bytes)
+            stagedBytes += bytes.readableBytes
+        } else {
+            toChannel(bytes, context: context)
+        }
+    }
+
+    /// Writes `bytes` to the channel (not flushed), behind anything staged for the socket.
+    private func toChannel(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        if !staged.isEmpty {
+            let frames = staged
+            staged = []
+            stagedBytes = 0
+            for frame in frames { handToChannel(frame, context: context) }
+        }
+        handToChannel(bytes, context: context)
+    }
+
+    /// Sends the staged events to the socket now (what it does not take goes to the channel).
+    private func sendStaged(context: ChannelHandlerContext) {
+        var frames = staged
+        staged = []
+        stagedBytes = 0
+        sendNow(&frames, context: context)
     }
 
     private func scheduleFlush(context: ChannelHandlerContext) {
@@ -202,7 +253,9 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     func flushNow() {
         guard flushPending, let context else { return }
         flushPending = false
-        context.flush(core: core)
+        if output.direct { return sendStaged(context: context) }
+        if !staged.isEmpty { toChannel(ByteBuffer(), context: context) }
+        flushChannel(context: context)
     }
 
     private func tick() {
@@ -213,7 +266,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
             switch action {
             case .heartbeat:
                 writeHead(context: context)
-                context.write(wrapOutboundOut(Self.heartbeatComment), promise: nil)
+                emit(Self.heartbeatComment, context: context)
                 scheduleFlush(context: context)
             case .expire:
                 // The stream's age limit (or the token's expiry).
@@ -238,7 +291,13 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         let data = JSON.object([("reason", .string(reason)), ("last_event_id", .number(Double(lastSeq)))]).serialized
         try! SSEEncoder.writeEvent(into: &buffer, event: "reconnect", data: data)
         finish()
-        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+        if !staged.isEmpty { toChannel(ByteBuffer(), context: context) }
+        // The last write: nothing follows it, so it goes through the channel, whose promise says when it is out.
+        output.detach()
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.write(buffer, core: core, promise: written)
+        context.flush(core: core)
+        written.futureResult.assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

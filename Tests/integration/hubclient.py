@@ -119,8 +119,15 @@ class SSEStream:
     """A raw-socket SSE client: parses the response head, then `id/event/data/retry` blocks and comments
     incrementally. Every read blocks at most `timeout` seconds (socket.timeout otherwise)."""
 
-    def __init__(self, hub, path, headers=None, timeout=5.0):
-        self.sock = socket.create_connection((hub.host, hub.port), timeout=timeout)
+    def __init__(self, hub, path, headers=None, timeout=5.0, rcvbuf=None):
+        if rcvbuf:
+            # Set before connecting, so that the small window is what the hub's side sees from the start.
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((hub.host, hub.port))
+        else:
+            self.sock = socket.create_connection((hub.host, hub.port), timeout=timeout)
         lines = [f"GET {path} HTTP/1.1", f"Host: {hub.host}:{hub.port}", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -260,11 +267,11 @@ def sse_path(workspace, execution, query=""):
     return f"/api/v1/workspaces/{workspace}/executions/{execution}/stream" + (f"?{query}" if query else "")
 
 
-def open_sse(hub, workspace, execution, token=None, query="", headers=None, timeout=5.0):
+def open_sse(hub, workspace, execution, token=None, query="", headers=None, timeout=5.0, rcvbuf=None):
     headers = dict(headers or {})
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    s = SSEStream(hub, sse_path(workspace, execution, query), headers, timeout=timeout)
+    s = SSEStream(hub, sse_path(workspace, execution, query), headers, timeout=timeout, rcvbuf=rcvbuf)
     return s
 
 

@@ -814,6 +814,51 @@ def test_slow_subscriber_is_closed_1013_while_a_fast_one_gets_everything(hub_fac
         assert m["data"] == {"level": "debug", "message": messages[m["seq"]]}
 
 
+def test_readers_that_fall_behind_and_catch_up_again_get_every_event_once_in_order(hub_factory):
+    """A WebSocket and an SSE reader with 4 KB receive buffers stop reading while 4.8 MB of events are delivered (more
+    than the kernel buffers on loopback, less than the 16 MB budget, so the hub holds the rest in user space and the
+    readers are not cut off), then read everything; two rounds. The hub writes a connection's socket directly only
+    while it holds none of its bytes: a write that went ahead of held bytes would reorder the stream."""
+    hub = hub_factory(*W, "--outbound-budget", str(16 * 1024 * 1024))
+    token = mint()
+    ws = RawSocket(hub.host, hub.port, path=f"/v1/ws?access_token={token}", rcvbuf=4096, timeout=15)
+    assert ws.status == "HTTP/1.1 101 Switching Protocols"
+    ws.send_frame(0x1, hc.compact({"op": "subscribe", "id": 1, "workspace": "w1", "execution": "lag"}))
+    opcode, payload, _ = ws.read_frame()
+    assert (opcode, json.loads(payload)["type"]) == (0x1, "subscribed")
+    sse = open_live_sse(hub, "w1", "lag", token, timeout=15, rcvbuf=4096)
+    messages = {}
+    seq = 0
+    for round_ in range(2):
+        first = seq + 1
+        for _ in range(12):
+            batch = []
+            for _ in range(50):
+                seq += 1
+                messages[seq] = (f"#{seq} " + "z" * 8000)[:8000]
+                batch.append(hc.node_event("lag", "step", "node.log", {"level": "debug", "message": messages[seq]}))
+            assert [a["seq"] for a in ingest(hub, batch)] == list(range(seq - 49, seq + 1))
+        got = []
+        while len(got) < seq - first + 1:
+            opcode, payload, _ = ws.read_frame()
+            if opcode == 0x9:
+                continue
+            assert opcode == 0x1, (round_, opcode, payload[:80])
+            message = validate_ws_server_message(json.loads(payload))
+            if message["type"] != "heartbeat":
+                got.append(message)
+        assert [m["seq"] for m in got] == list(range(first, seq + 1)), round_
+        assert all(m["data"]["message"] == messages[m["seq"]] for m in got)
+        streamed = [sse.next_message()["json"] for _ in range(seq - first + 1)]
+        assert [m["seq"] for m in streamed] == list(range(first, seq + 1)), round_
+        assert all(m["data"]["message"] == messages[m["seq"]] for m in streamed)
+    metrics = hc.scrape(hub)
+    assert metrics["hub_slow_consumer_disconnects_total{transport=websocket}"] == 0
+    assert metrics["hub_slow_consumer_disconnects_total{transport=sse}"] == 0
+    ws.close()
+    sse.close()
+
+
 def resume_until_done(hub, token, execution, since, total, max_rounds=100, **watcher_options):
     """Resubscribes with `since` = the last seq seen until `total` is reached, reconnecting after a 1013 close
     (which the spec allows while the hub's outbound budget is exceeded). Every subscribe op must get exactly one
