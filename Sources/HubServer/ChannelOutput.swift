@@ -69,31 +69,26 @@ struct SocketOutput {
         if handedOff == mark { owed = false }
     }
 
-    /// Sends as much of `buffer` as the kernel takes now, moving its reader index past it. Returns true when all of it
-    /// went, false when some is left, nil when the socket failed (then nothing more goes directly; NIO, handed the
-    /// rest, meets the same error and closes the channel).
-    mutating func send(_ buffer: inout ByteBuffer) -> Bool? {
+    /// Sends as much of `buffer` as the kernel takes now. Returns the number of bytes sent, or -1 when the socket
+    /// failed: then the caller detaches, and NIO, handed the rest, meets the same error and closes the channel.
+    /// (Not mutating, so that the common case, a whole frame sent, changes nothing.)
+    func send(_ buffer: ByteBuffer) -> Int {
         while true {
             let sent = buffer.withUnsafeReadableBytes {
                 Self.sendBytes(descriptor, $0.baseAddress, $0.count)
             }
-            if sent >= 0 {
-                buffer.moveReaderIndex(forwardBy: sent)
-                return buffer.readableBytes == 0
-            }
+            if sent >= 0 { return sent }
             switch errno {
             case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return false
-            default:
-                descriptor = -1
-                return nil
+            case EAGAIN, EWOULDBLOCK: return 0
+            default: return -1
             }
         }
     }
 
     /// Sends `frames` in order, as much as the kernel takes now (one `sendmsg` per 64 frames). Returns the index of
     /// the first frame not wholly sent (with its reader index moved past what went), `frames.count` when all went,
-    /// nil when the socket failed (see `send(_:)`).
+    /// nil when the socket failed (then nothing more goes directly; see `send(_:)`).
     mutating func send(_ frames: inout [ByteBuffer]) -> Int? {
         var first = 0
         while first < frames.count {
@@ -209,8 +204,15 @@ extension DirectWriter {
     /// Sends `bytes` now: to the socket when NIO holds nothing of this connection, otherwise (and whatever the socket
     /// did not take) through the channel, flushed.
     func sendNow(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        let sent = output.direct ? output.send(bytes) : 0
+        if sent == bytes.readableBytes { return }
+        handOver(bytes, sent: sent, context: context)
+    }
+
+    /// Hands what `send` left of `bytes` (`sent` bytes went, or -1: the socket failed) to the channel, flushed.
+    func handOver(_ bytes: ByteBuffer, sent: Int, context: ChannelHandlerContext) {
         var rest = bytes
-        if output.direct, output.send(&rest) == true { return }
+        if sent > 0 { rest.moveReaderIndex(forwardBy: sent) } else if sent < 0 { output.detach() }
         handToChannel(rest, context: context)
         flushChannel(context: context)
     }

@@ -172,11 +172,19 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     // MARK: EventSink
 
     func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
+        if flush && output.direct && staged.isEmpty && backlog.isEmpty && writable && !finished {
+            // A live event's common case, touching nothing else: the whole event to the socket. (Direct writes are
+            // detached when the handler is removed, so the context is there.)
+            lastSeq = event.seq
+            let sent = output.send(event.sse)
+            if sent == event.sse.readableBytes { return }
+            guard let context else { return }
+            return handOver(event.sse, sent: sent, context: context)
+        }
         guard let context, !finished else { return }
         if backlog.isEmpty && writable {
             lastSeq = event.seq
             if output.direct {
-                if flush && staged.isEmpty { return sendNow(event.sse, context: context) }
                 staged.append(event.sse)
                 stagedBytes += event.sse.readableBytes
                 // A burst this large goes to the kernel now rather than wait for the end of the tick.

@@ -203,10 +203,18 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Flu
     /// Writes complete frame bytes; they go out with the connection's next flush, once per event-loop tick, or at
     /// once with `flush` (and with them anything queued earlier in the tick).
     func write(frame: ByteBuffer, flush: Bool = false) {
+        if flush && staged.isEmpty && output.direct && !outputClosed {
+            // A live event's common case, touching nothing else: the whole frame to the socket. (Direct writes are
+            // detached when the handler is removed, so the context is there.)
+            flushPending = false
+            let sent = output.send(frame)
+            if sent == frame.readableBytes { return }
+            guard let context else { return }
+            return handOver(frame, sent: sent, context: context)
+        }
         guard let context, !outputClosed else { return }
         if flush {
             flushPending = false
-            if staged.isEmpty && output.direct { return sendNow(frame, context: context) }
             staged.append(frame)
             stagedBytes += frame.readableBytes
             flushStaged(context: context)

@@ -23,7 +23,7 @@ import time
 
 from harness import (BENCH_LIMITS, LOAD_CPU, NCHAN_MODULE, ROOT, SERVER_CPU, Hub, Redis, Subscribers, build_release,
                      cpu_model, cpu_split, free_port, mem_total, percentile, proc_children, publish, rss_bytes,
-                     wait_delivered, wait_port, write_syscalls)
+                     wait_delivered, wait_port, WriteCalls)
 
 # Nchan pings its subscribers as often as the hub sends its heartbeats (its `--heartbeat` default), so that both do
 # the same work for an idle or quiet connection: one write every 15 s (and a pong to read, on WebSocket).
@@ -99,7 +99,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
     """One open-loop step: publish `rate` messages/s for `duration` s; returns the step's numbers."""
     subs.reset(epoch)
     user0, system0 = cpu_split(server.pids)
-    writes0 = write_syscalls(server.pids)
+    write_calls = WriteCalls(server.pids)
     t0 = time.monotonic()
     pub = publish(ctx, server, channels, prefix, rate, duration, epoch, size, connections, pipeline)
     # Give the last messages time to arrive (bounded), then count.
@@ -107,7 +107,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
     user1, system1 = cpu_split(server.pids)
     user, system = user1 - user0, system1 - system0
     cpu = user + system
-    writes = write_syscalls(server.pids) - writes0
+    writes = write_calls.stop()
     delivered = sum(rep["distinct"])
     hist = rep["histogram_us"]
     return {
@@ -118,7 +118,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
         "per_cpu_s": delivered / cpu if cpu > 0 else 0.0,
         "user_us": user / delivered * 1e6 if delivered else 0.0, "system_us": system / delivered * 1e6 if delivered else 0.0,
         "deliveries_per_s": delivered / pub["elapsed"],
-        "writes": writes, "per_write": delivered / writes if writes > 0 else 0.0,
+        "writes": writes, "per_write": delivered / writes if writes else None,
         "p50_ms": percentile(hist, 50) / 1000, "p99_ms": percentile(hist, 99) / 1000,
         "p999_ms": percentile(hist, 99.9) / 1000, "max_ms": max(hist) / 1000 if hist else 0,
         "rss": rss_bytes(server.pids), "publisher_max_queue": pub["max_queue"],
@@ -206,9 +206,11 @@ def combine(rounds):
     may be lost in any round). The rounds themselves are kept."""
     out = dict(rounds[-1])
     for field in MEDIAN_FIELDS:
-        out[field] = median([r[field] for r in rounds])
+        known = [r[field] for r in rounds if r[field] is not None]
+        out[field] = median(known) if known else None
     for field in SUM_FIELDS:
-        out[field] = sum(r[field] for r in rounds)
+        known = [r[field] for r in rounds if r[field] is not None]
+        out[field] = sum(known) if len(known) == len(rounds) else None
     out["rounds"] = rounds
     return out
 

@@ -2,9 +2,12 @@
 server's CPU and RSS from /proc. Used by bench.py (against Nchan), soak.py and slow_readers.py."""
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -75,15 +78,42 @@ def cpu_seconds(pids):
     return sum(cpu_split(pids))
 
 
-def write_syscalls(pids):
-    """Write-family system calls (write, writev, ...) the processes have made: /proc/PID/io syscw."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/io") as f:
+class WriteCalls:
+    """Counts the write-family system calls (write, writev, send, sendto, sendmsg, sendmmsg) that the processes make
+    between construction and `stop()`, with `perf stat` on the system-call tracepoints. /proc/PID/io's `syscw` does not
+    count send and sendmsg, which the hub writes its sockets with, so without perf (or when it cannot attach) the count
+    is None: unknown rather than wrong."""
+
+    EVENTS = ["syscalls:sys_enter_write", "syscalls:sys_enter_writev", "syscalls:sys_enter_sendto",
+              "syscalls:sys_enter_sendmsg", "syscalls:sys_enter_sendmmsg"]
+
+    def __init__(self, pids):
+        self.proc = None
+        if shutil.which("perf") is None:
+            return
+        fd, self.path = tempfile.mkstemp(suffix=".perfstat")
+        os.close(fd)
+        self.proc = subprocess.Popen(["perf", "stat", "-x", ",", "-o", self.path, "-e", ",".join(self.EVENTS),
+                                      "-p", ",".join(str(p) for p in pids)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        counted = {}
+        with open(self.path) as f:
             for line in f:
-                if line.startswith("syscw:"):
-                    total += int(line.split()[1])
-    return total
+                fields = line.strip().split(",")
+                if len(fields) > 2 and fields[2] in self.EVENTS and fields[0].isdigit():
+                    counted[fields[2]] = int(fields[0])
+        os.unlink(self.path)
+        return sum(counted.values()) if len(counted) == len(self.EVENTS) else None
 
 
 def rss_bytes(pids):
