@@ -201,14 +201,6 @@ protocol DirectWriter: AnyObject {
 }
 
 extension DirectWriter {
-    /// Sends `bytes` now: to the socket when NIO holds nothing of this connection, otherwise (and whatever the socket
-    /// did not take) through the channel, flushed.
-    func sendNow(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
-        let sent = output.direct ? output.send(bytes) : 0
-        if sent == bytes.readableBytes { return }
-        handOver(bytes, sent: sent, context: context)
-    }
-
     /// Hands what `send` left of `bytes` (`sent` bytes went, or -1: the socket failed) to the channel, flushed.
     func handOver(_ bytes: ByteBuffer, sent: Int, context: ChannelHandlerContext) {
         var rest = bytes
@@ -217,7 +209,8 @@ extension DirectWriter {
         flushChannel(context: context)
     }
 
-    /// Sends `frames` now, in order, as `sendNow(_:context:)` does, and empties it.
+    /// Sends `frames` now, in order: to the socket when NIO holds nothing of this connection, otherwise (and whatever
+    /// the socket did not take) through the channel, flushed. Empties `frames`.
     func sendNow(_ frames: inout [ByteBuffer], context: ChannelHandlerContext) {
         guard !frames.isEmpty else { return }
         var first = 0

@@ -235,13 +235,17 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
 
     /// Writes `bytes` to the channel (not flushed), behind anything staged for the socket.
     private func toChannel(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
-        if !staged.isEmpty {
-            let frames = staged
-            staged = []
-            stagedBytes = 0
-            for frame in frames { handToChannel(frame, context: context) }
-        }
+        unstage(context: context)
         handToChannel(bytes, context: context)
+    }
+
+    /// Writes what is staged for the socket to the channel instead (not flushed), in order.
+    private func unstage(context: ChannelHandlerContext) {
+        guard !staged.isEmpty else { return }
+        let frames = staged
+        staged = []
+        stagedBytes = 0
+        for frame in frames { handToChannel(frame, context: context) }
     }
 
     /// Sends the staged events to the socket now (what it does not take goes to the channel).
@@ -262,7 +266,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         guard flushPending, let context else { return }
         flushPending = false
         if output.direct { return sendStaged(context: context) }
-        if !staged.isEmpty { toChannel(ByteBuffer(), context: context) }
+        unstage(context: context)
         flushChannel(context: context)
     }
 
@@ -299,7 +303,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
         let data = JSON.object([("reason", .string(reason)), ("last_event_id", .number(Double(lastSeq)))]).serialized
         try! SSEEncoder.writeEvent(into: &buffer, event: "reconnect", data: data)
         finish()
-        if !staged.isEmpty { toChannel(ByteBuffer(), context: context) }
+        unstage(context: context)
         // The last write: nothing follows it, so it goes through the channel, whose promise says when it is out.
         output.detach()
         let written = context.eventLoop.makePromise(of: Void.self)
