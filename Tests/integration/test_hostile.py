@@ -219,21 +219,29 @@ def test_an_http11_request_needs_exactly_one_host(hub_factory, hosts, ok):
 # --- oversized and slow request heads, half-open connections -------------------------------------------------------
 
 def test_a_never_ending_request_head_is_cut_off(hub_factory):
-    """A head that never ends is refused once the parser has buffered its bound, long before the sender stops."""
+    """A head that never ends is refused once the parser has buffered its bound, long before the sender stops: the
+    431 and the end of the stream reach the client while it is still sending."""
     hub = hub_factory()
     sock = socket.create_connection((hub.host, hub.port), timeout=10)
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-    sent = 0
-    try:
-        while sent < 16 * 1024 * 1024:
-            sock.sendall(b"X-Pad: " + b"a" * 1017 + b"\r\n")
-            sent += 1026
-    except (ConnectionResetError, BrokenPipeError):
-        pass
+    sent = [0]
+
+    def send():
+        try:
+            while sent[0] < 64 * 1024 * 1024:
+                sock.sendall(b"X-Pad: " + b"a" * 1017 + b"\r\n")
+                sent[0] += 1026
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     data = read_until_closed(sock)
+    sent_when_refused = sent[0]
+    sender.join()
     sock.close()
-    assert sent < 16 * 1024 * 1024
-    assert data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert sent_when_refused < 16 * 1024 * 1024
+    assert responses(data) == ["HTTP/1.1 431 Request Header Fields Too Large"]
     assert json.loads(data.partition(b"\r\n\r\n")[2]) == {"error": "headers_too_large", "message": "request head too large"}
 
 
@@ -275,6 +283,43 @@ def test_a_slow_loris_request_is_answered_408_at_its_deadline(hub_factory, kind)
                                                           "message": "no complete request within 1.0 s"}
     # Ten chunks would have arrived by the deadline; the sender had ninety more to go.
     assert 0.9 <= elapsed < 5, elapsed
+
+
+def test_a_client_still_sending_when_refused_reads_the_whole_refusal(hub_factory):
+    """A body far over the limit is refused with 413 while the client is still sending it. The hub shuts down its
+    output and reads (and drops) the rest, so the client's send completes and it reads the 413, then the end of the
+    stream. A plain close would reset the connection: the client's send would fail and the 413 could be lost."""
+    hub = hub_factory(*W, "--max-ingest-bytes", "65536")
+    body = b" " * (16 * 1024 * 1024)
+    for _ in range(3):
+        sock = socket.create_connection((hub.host, hub.port), timeout=10)
+        sock.sendall(b"POST /v1/jobs/progress HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        sock.shutdown(socket.SHUT_WR)
+        data = read_until_closed(sock)
+        sock.close()
+        assert responses(data) == ["HTTP/1.1 413 Payload Too Large"]
+        assert json.loads(data.partition(b"\r\n\r\n")[2]) == {"error": "payload_too_large",
+                                                              "message": "body larger than 65536 bytes"}
+
+
+def test_a_client_that_never_stops_sending_is_let_go_after_the_linger(hub_factory):
+    """Lingering is bounded: a client that keeps sending after its refusal reads the refusal and end of stream at
+    once, and is cut off about two seconds later (the hub's linger), not held forever."""
+    hub = hub_factory(*W, "--max-ingest-bytes", "65536")
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    sock.sendall(b"POST /v1/jobs/progress HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100000000\r\n\r\n" + b" " * 70000)
+    data = read_until_closed(sock)
+    assert responses(data) == ["HTTP/1.1 413 Payload Too Large"]
+    refused = time.monotonic()
+    sock.settimeout(10)
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        while True:
+            sock.sendall(b" " * 65536)
+    elapsed = time.monotonic() - refused
+    sock.close()
+    assert 1.5 <= elapsed < 5, elapsed
 
 
 def test_an_idle_keep_alive_connection_is_closed(hub_factory):
