@@ -3,6 +3,11 @@ import PackageDescription
 
 // Dependency direction (see README "Layout"): C libraries → HubNative → HubProtocol → HubCore → HubRedis → HubServer → hub.
 // HubProtocol is pure: no sockets, no NIOPosix, no Foundation networking.
+// The delivery path (HubCore's router, HubServer's handlers) is confined to its event loop: in release builds the
+// run-time exclusivity checks on its class properties (a thread-local access set, touched several times per
+// delivered message) are off. Debug builds, which the tests run, keep them.
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "execution-stream-hub",
     platforms: [.macOS(.v13)],
@@ -60,7 +65,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
-            ]
+            ],
+            swiftSettings: hotPath
         ),
         // The Redis-backed broker and stream limiter: hiredis's reader and command formatting (through HubNative),
         // the socket I/O on SwiftNIO.
@@ -91,7 +97,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             // The browser client and the demo page, served by the hub.
-            resources: [.copy("Web")]
+            resources: [.copy("Web")],
+            swiftSettings: hotPath
         ),
         .executableTarget(
             name: "hub",

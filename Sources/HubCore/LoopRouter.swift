@@ -150,18 +150,25 @@ public final class LoopRouter: @unchecked Sendable {
         for event in events {
             guard let list = table[event.topic] else { continue }
             var written = 0
-            for subscription in list where subscription.active {
-                if subscription.held != nil {
-                    subscription.held!.append(event)
-                    continue
+            // `list` (a local copy) keeps every subscription alive, and each subscription's sink outlives it: the
+            // fan-out reads them without retaining each one.
+            list.withUnsafeBufferPointer { subscriptions in
+                for index in subscriptions.indices {
+                    Unmanaged.passUnretained(subscriptions[index])._withUnsafeGuaranteedRef { subscription in
+                        guard subscription.active else { return }
+                        if subscription.held != nil {
+                            subscription.held!.append(event)
+                            return
+                        }
+                        guard event.seq > subscription.lastSeq else { return }
+                        subscription.lastSeq = event.seq
+                        let sink = subscription.sink
+                        let flush = alone && sink.flushedTick != tick
+                        if flush { sink.flushedTick = tick }
+                        sink.write(event, for: subscription, replay: false, flush: flush)
+                        written += 1
+                    }
                 }
-                guard event.seq > subscription.lastSeq else { continue }
-                subscription.lastSeq = event.seq
-                let sink = subscription.sink
-                let flush = alone && sink.flushedTick != tick
-                if flush { sink.flushedTick = tick }
-                sink.write(event, for: subscription, replay: false, flush: flush)
-                written += 1
             }
             guard written > 0 else { continue }
             // One sample per event per loop, when its fan-out is done: every watcher's frame written (a lone event)

@@ -78,7 +78,22 @@ final class HubSession: WebSocketApplication, EventSink {
     // MARK: EventSink
 
     func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
-        guard let socket else { return }
+        guard let handler = socket.map(Unmanaged.passUnretained) else { return }
+        // The handler is not retained for the call: the channel's pipeline holds it at least until `didClose` has
+        // run, and until its removal from the pipeline, which happens on a later turn of the loop.
+        handler._withUnsafeGuaranteedRef { socket in
+            if !socket.compresses && backlog.isEmpty && socket.isWritable {
+                // The common case: the event's own frame, borrowed (not copied) for the write.
+                socket.write(frame: event.webSocketFrame, flush: flush)
+                return
+            }
+            write(event, for: subscription, replay: replay, flush: flush, to: socket)
+        }
+    }
+
+    private func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool,
+        to socket: WebSocketHandler)
+    {
         let frame = socket.compresses ? deflatedFrame(event) : event.webSocketFrame
         if backlog.isEmpty && socket.isWritable {
             socket.write(frame: frame, flush: flush)
