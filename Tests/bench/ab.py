@@ -13,6 +13,10 @@ traffic, then measures one open-loop step, as `bench.py` does for moderate load.
 CPU: the server's total run time comes from /proc/PID/task/*/schedstat (nanoseconds). Its split into user space and
 kernel comes from `perf record` sampling at 1 kHz when perf is installed (some 3,000 samples a step), otherwise from
 utime and stime in /proc/PID/stat (ticks of 10 ms, so the split is coarser).
+
+Latency: `perf record` shares the two cores with the server and the load generator, so with it the p99 of a large
+step is inflated (10k WebSocket subscribers at 50k/s: some 250-450 ms with perf, 19-41 ms with --no-perf, for both
+builds alike). Compare latencies between the builds of one run, or run with --no-perf.
 """
 
 import argparse
