@@ -19,7 +19,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: ByteBuffer?
     /// Set once a response that ends the connection has been sent; later input is ignored.
     private var done = false
-    /// Set once the last response is out and the output shut down (`lingeringClose`).
+    /// Set once the last response is out and the connection closes lingering (`Channel.closeLingering`).
     private var lingering = false
     /// When the request in progress (or the next one, on a kept-alive connection) must be complete; nil: no limit.
     private var requestDeadline: NIODeadline?
@@ -450,28 +450,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// Ends a connection after its last response the way a client can rely on (as nginx's lingering close does).
-    /// A socket closed with unread input sends a reset, and a reset can discard the response still on its way (the
-    /// client of a 408 or a 413 is usually still sending). So the hub shuts down its output (the client reads the
-    /// response, then end of stream), reads and discards what still comes, and closes when the client closes or
-    /// after `lingerSeconds`.
-    private func lingeringClose(context: ChannelHandlerContext) {
-        lingering = true
-        let channel = context.channel
-        channel.close(mode: .output).assumeIsolated().whenComplete { result in
-            guard case .success = result else { return channel.close(promise: nil) }
-            // Input is read (and dropped by `channelRead`, since `done` is set) until the peer's end of stream,
-            // which closes the channel (remote half-closure is not allowed).
-            try? channel.syncOptions?.setOption(.autoRead, value: true)
-            channel.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds(Self.lingerSeconds))) {
-                channel.close(promise: nil)
-            }
-        }
-    }
-
-    /// How long a closing connection reads and discards its client's input at most.
-    static let lingerSeconds = 2.0
-
     /// Replaces the HTTP handlers with `handler`, the connection's only handler from now on, and sets its outbound
     /// budget. Bytes the decoder still holds go to `handler`. Returns false (and closes) if the pipeline refused.
     private func handOver(context: ChannelHandlerContext, to handler: ChannelHandler & RemovableChannelHandler, budget: Int) -> Bool {
@@ -694,7 +672,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if close {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { result in
                 guard case .success = result else { return context.close(promise: nil) }
-                self.lingeringClose(context: context)
+                // What the client still sends is dropped by `channelRead` (`done` is set) and, should the decoder
+                // fault on it, by `errorCaught`.
+                self.lingering = true
+                context.channel.closeLingering()
             }
         } else {
             lastResponse = context.writeAndFlush(wrapOutboundOut(.end(nil)))
