@@ -31,6 +31,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     let keys: RedisKeys
     private let logger: Logger
     let commands: RedisClient
+    /// This hub's own copies of the scripts.
+    let scripts: HubScripts
     private let subscriber: RedisClient
     private let encoder = EventEncoder()
     private let seedDecoder: IngestDecoder
@@ -102,6 +104,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         var decoder = IngestDecoder()
         decoder.outputPreviewBytes = outputPreviewBytes
         self.seedDecoder = decoder
+        var rng = SystemRandomNumberGenerator()
+        scripts = HubScripts(tag: "hub " + String(UInt64.random(in: 0...UInt64.max, using: &rng), radix: 36))
         commands = RedisClient(loop: loop, configuration: configuration.redis, name: "commands", logger: logger,
             metrics: metrics)
         subscriber = RedisClient(loop: loop, configuration: configuration.redis, name: "pubsub", logger: logger,
@@ -114,7 +118,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         loop.flatSubmit { [self] in
             commands.setup = { connection in
                 // Load every script so that EVALSHA finds them (Redis forgets scripts when it restarts).
-                let loads = RedisScripts.all.map { connection.send($0.load()) }
+                let loads = self.scripts.all.map { connection.send($0.load()) }
                 return EventLoopFuture.andAllSucceed(loads, on: self.loop)
             }
             commands.onReady = { [self] _ in connectionsChanged() }
@@ -202,7 +206,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             arguments += [Array(event.topic.workspace.utf8), Array(execution.utf8), Array((event.idempotencyKey ?? "").utf8),
                 Array(event.deliveredTail.utf8)]
         }
-        return RedisScripts.publish.run(on: commands, keys: keyList, arguments: arguments).flatMapThrowing { reply in
+        return scripts.publish.run(on: commands, keys: keyList, arguments: arguments).flatMapThrowing { reply in
             guard case .array(let items) = reply, case .integer(let ok)? = items.first else {
                 throw BrokerError.failed("unexpected reply to the publish script: \(reply)")
             }
@@ -283,7 +287,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private func read(_ read: PendingRead, _ state: ChannelState) {
         let generation = state.generation
         let arguments: [[UInt8]] = [Array(read.topic.workspace.utf8), Array((read.since.map(String.init) ?? "").utf8)]
-        RedisScripts.read.run(on: commands, keys: [keys.meta(state.execution), keys.log(state.execution)], arguments: arguments)
+        scripts.read.run(on: commands, keys: [keys.meta(state.execution), keys.log(state.execution)], arguments: arguments)
             .whenComplete { [self] result in
                 guard channels[state.execution] === state else {
                     return read.promise.fail(RedisError.unavailable("unsubscribed"))

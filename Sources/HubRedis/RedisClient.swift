@@ -72,6 +72,12 @@ final class RedisClient: @unchecked Sendable {
         return connection.send(command)
     }
 
+    /// Runs a script on the ready connection (`RedisConnection.runScript`); fails at once while there is none.
+    func runScript(_ script: RedisScript, keys: [String], arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
+        guard let connection else { return loop.makeFailedFuture(RedisError.unavailable("not connected")) }
+        return connection.runScript(script, keys: keys, arguments: arguments)
+    }
+
     private func connect() -> EventLoopFuture<Void> {
         let connection = RedisConnection(timeout: .nanoseconds(Int64(configuration.commandTimeoutSeconds * 1e9)))
         connection.onPush = onPush

@@ -48,6 +48,19 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Called once when the connection is gone, after every pending command failed.
     var onClose: ((RedisError) -> Void)?
     private var closeReason: RedisError?
+    /// Script calls sent (`runScript`) and how many of them were answered; calls made while fewer than
+    /// `scriptFence` are answered wait in `heldScripts`.
+    private var scriptsSent = 0
+    private var scriptsAnswered = 0
+    private var scriptFence = 0
+    private var heldScripts = CircularBuffer<HeldScript>()
+
+    private struct HeldScript {
+        let script: RedisScript
+        let keys: [String]
+        let arguments: [[UInt8]]
+        let promise: EventLoopPromise<RESPValue>
+    }
 
     init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -81,6 +94,45 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         pending.append((promise, context.eventLoop.now + timeout))
         write(command)
+        return promise.futureResult
+    }
+
+    /// Runs a script with EVALSHA, and with EVAL when the answer is NOSCRIPT (`SCRIPT FLUSH`, or a Redis restarted
+    /// behind a proxy). Must be called on the connection's event loop.
+    ///
+    /// Calls run in Redis in the order they are made here, even across a NOSCRIPT answer: the publish script assigns
+    /// seqs, so an execution's events would otherwise take them out of order. When the answer to call A is NOSCRIPT,
+    /// every call sent after A and before that answer arrived has reached Redis without the script too (only this
+    /// hub loads its scripts: `RedisScript.tagged`), and will be answered NOSCRIPT and sent again in turn, after A's
+    /// EVAL. A call made now would find the script A's EVAL loads and overtake them; so calls made from now on wait
+    /// until every call sent before the answer has its own answer, and then go in the order they were made.
+    func runScript(_ script: RedisScript, keys: [String], arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
+        guard let context else { preconditionFailure("RedisConnection.runScript before the handler was added") }
+        if scriptsAnswered < scriptFence || !heldScripts.isEmpty {
+            let promise = context.eventLoop.makePromise(of: RESPValue.self)
+            heldScripts.append(HeldScript(script: script, keys: keys, arguments: arguments, promise: promise))
+            return promise.futureResult
+        }
+        return sendScript(script, keys: keys, arguments: arguments, on: context.eventLoop)
+    }
+
+    private func sendScript(_ script: RedisScript, keys: [String], arguments: [[UInt8]], on loop: EventLoop)
+        -> EventLoopFuture<RESPValue>
+    {
+        scriptsSent += 1
+        let promise = loop.makePromise(of: RESPValue.self)
+        send(script.evalsha(keys: keys, arguments: arguments)).whenComplete { [self] result in
+            scriptsAnswered += 1
+            if case .failure(RedisError.reply(let message)) = result, message.hasPrefix("NOSCRIPT") {
+                scriptFence = max(scriptFence, scriptsSent)
+                send(script.eval(keys: keys, arguments: arguments)).cascade(to: promise)
+            } else {
+                promise.completeWith(result)
+            }
+            while scriptsAnswered >= scriptFence, let held = heldScripts.popFirst() {
+                sendScript(held.script, keys: held.keys, arguments: held.arguments, on: loop).cascade(to: held.promise)
+            }
+        }
         return promise.futureResult
     }
 
@@ -172,6 +224,7 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         onReadComplete = nil
         owner?(reason)
         while let (promise, _) = pending.popFirst() { promise.fail(reason) }
+        while let held = heldScripts.popFirst() { held.promise.fail(reason) }
         context?.close(promise: nil)
     }
 }

@@ -29,7 +29,7 @@ struct RedisKeys: Sendable {
     }
 }
 
-/// A Lua script run with EVALSHA (loaded on every connection), falling back to EVAL if Redis forgot it.
+/// A Lua script run with EVALSHA (loaded on every connection), and with EVAL when Redis forgot it.
 struct RedisScript: Sendable {
     let source: String
     let sha: String
@@ -55,14 +55,17 @@ struct RedisScript: Sendable {
         return RESPCommand.buffer(argv)
     }
 
-    /// Runs the script on `client`; a NOSCRIPT answer (Redis restarted between load and call) retries with EVAL.
+    /// Runs the script on `client` (`RedisConnection.runScript`: EVALSHA, and EVAL again after a NOSCRIPT answer,
+    /// in the order of the calls).
     func run(on client: RedisClient, keys: [String], arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
-        client.send(evalsha(keys: keys, arguments: arguments)).flatMapError { error in
-            if case .reply(let message)? = error as? RedisError, message.hasPrefix("NOSCRIPT") {
-                return client.send(self.eval(keys: keys, arguments: arguments))
-            }
-            return client.loop.makeFailedFuture(error)
-        }
+        client.runScript(self, keys: keys, arguments: arguments)
+    }
+
+    /// The same script under another SHA1: `tag` is its first line, a comment. A hub runs copies tagged with its own
+    /// id, so that nothing but the hub itself loads them again after `SCRIPT FLUSH` (as another hub's EVAL would
+    /// load a shared script): `RedisConnection.runScript` keeps calls in order only if that holds.
+    func tagged(_ tag: String) -> RedisScript {
+        RedisScript("-- " + tag + "\n" + source)
     }
 
     func load() -> ByteBuffer { RESPCommand.buffer("SCRIPT", "LOAD", source) }
@@ -215,5 +218,24 @@ enum RedisScripts {
         return n
         """#)
 
-    static let all = [publish, read, acquireLease, releaseLease, renewLeases]
+}
+
+/// One hub's copies of the scripts, tagged with its id (`RedisScript.tagged`).
+struct HubScripts: Sendable {
+    let publish: RedisScript
+    let read: RedisScript
+    let acquireLease: RedisScript
+    let releaseLease: RedisScript
+    let renewLeases: RedisScript
+
+    init(tag: String) {
+        publish = RedisScripts.publish.tagged(tag)
+        read = RedisScripts.read.tagged(tag)
+        acquireLease = RedisScripts.acquireLease.tagged(tag)
+        releaseLease = RedisScripts.releaseLease.tagged(tag)
+        renewLeases = RedisScripts.renewLeases.tagged(tag)
+    }
+
+    /// What every new commands connection loads.
+    var all: [RedisScript] { [publish, read, acquireLease, releaseLease, renewLeases] }
 }

@@ -47,7 +47,7 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
             let lease = StreamLease(workspace: workspace, id: "\(hubID):\(next)")
             let arguments = [Array(String(limit).utf8), Array(hubID.utf8), Array(String(ttlMilliseconds).utf8)]
             pending[workspace, default: 0] += 1
-            return RedisScripts.acquireLease.run(on: broker.commands, keys: keys(workspace), arguments: arguments)
+            return broker.scripts.acquireLease.run(on: broker.commands, keys: keys(workspace), arguments: arguments)
                 .always { _ in
                     self.pending[workspace, default: 1] -= 1
                     if self.pending[workspace] == 0 { self.pending[workspace] = nil }
@@ -70,7 +70,7 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
             guard held[lease.workspace]?.remove(lease.id) != nil else { return }
             if held[lease.workspace]?.isEmpty == true { held[lease.workspace] = nil }
             // If Redis is unreachable now, the next renewal sets the right count.
-            _ = RedisScripts.releaseLease.run(on: broker.commands, keys: keys(lease.workspace),
+            _ = broker.scripts.releaseLease.run(on: broker.commands, keys: keys(lease.workspace),
                 arguments: [Array(hubID.utf8)])
         }
     }
@@ -80,7 +80,7 @@ public final class RedisStreamLimiter: StreamLimiter, @unchecked Sendable {
         for workspace in Set(held.keys).union(pending.keys) {
             let count = (held[workspace]?.count ?? 0) + (pending[workspace] ?? 0)
             let arguments = [Array(hubID.utf8), Array(String(ttlMilliseconds).utf8), Array(String(count).utf8)]
-            RedisScripts.renewLeases.run(on: broker.commands, keys: keys(workspace), arguments: arguments)
+            broker.scripts.renewLeases.run(on: broker.commands, keys: keys(workspace), arguments: arguments)
                 .whenFailure { [logger] error in
                     logger.debug("lease renewal failed", metadata: ["workspace": "\(workspace)", "error": "\(error)"])
                 }

@@ -93,4 +93,87 @@ final class RedisConnectionTests: XCTestCase {
         XCTAssertThrowsError(try a.wait()) { XCTAssertEqual($0 as? RedisError, .unavailable("no reply within 500 ms")) }
         XCTAssertFalse(channel.isActive)
     }
+
+    // MARK: Scripts
+
+    private let script = RedisScript("return ARGV[1]")
+    private let noScript = "-NOSCRIPT No matching script. Please use EVAL.\r\n"
+
+    private func evalsha(_ argument: String) -> String { String(buffer: script.evalsha(keys: ["k"], arguments: [Array(argument.utf8)])) }
+    private func eval(_ argument: String) -> String { String(buffer: script.eval(keys: ["k"], arguments: [Array(argument.utf8)])) }
+    private func run(_ connection: RedisConnection, _ argument: String) -> EventLoopFuture<RESPValue> {
+        connection.runScript(script, keys: ["k"], arguments: [Array(argument.utf8)])
+    }
+
+    /// After `SCRIPT FLUSH`, A and B (sent together) are answered NOSCRIPT. A's EVAL goes at once; C, made before
+    /// B's answer, must not go before B's EVAL: it would find the script A's EVAL loaded and run before B.
+    func testScriptCallsKeepTheirOrderWhenRedisForgotTheScript() throws {
+        let (channel, connection) = try connected()
+        let a = run(connection, "a")
+        let b = run(connection, "b")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), evalsha("a") + evalsha("b"))
+        try channel.writeInbound(ByteBuffer(string: noScript))
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), eval("a"))
+        let c = run(connection, "c")
+        let d = run(connection, "d")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), "")
+        try channel.writeInbound(ByteBuffer(string: noScript))
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), eval("b") + evalsha("c") + evalsha("d"))
+        // The fence is down: the next call goes at once.
+        let e = run(connection, "e")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), evalsha("e"))
+        try channel.writeInbound(ByteBuffer(string: "$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n"))
+        for (future, want) in [(a, "a"), (b, "b"), (c, "c"), (d, "d"), (e, "e")] {
+            XCTAssertEqual(try future.wait(), .bulk(Array(want.utf8)))
+        }
+    }
+
+    /// Another error is the call's own answer: no EVAL, and nothing waits behind it.
+    func testAScriptErrorOtherThanNoScriptIsTheAnswer() throws {
+        let (channel, connection) = try connected()
+        let a = run(connection, "a")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), evalsha("a"))
+        try channel.writeInbound(ByteBuffer(string: "-ERR user_script:1: oops\r\n"))
+        XCTAssertThrowsError(try a.wait()) { XCTAssertEqual($0 as? RedisError, .reply("ERR user_script:1: oops")) }
+        let b = run(connection, "b")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), evalsha("b"))
+        try channel.writeInbound(ByteBuffer(string: "$1\r\nb\r\n"))
+        XCTAssertEqual(try b.wait(), .bulk(Array("b".utf8)))
+    }
+
+    /// Calls waiting behind the fence fail with the connection, and nothing more is written.
+    func testCallsWaitingForTheFenceFailWhenTheConnectionDrops() throws {
+        let (channel, connection) = try connected()
+        var failed: [String] = []
+        let a = run(connection, "a")
+        let b = run(connection, "b")
+        try channel.writeInbound(ByteBuffer(string: noScript))
+        let c = run(connection, "c")
+        for (future, name) in [(a, "a"), (b, "b"), (c, "c")] { future.whenFailure { _ in failed.append(name) } }
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), evalsha("a") + evalsha("b") + eval("a"))
+        try channel.writeInbound(ByteBuffer(string: "?garbage\r\n"))
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(failed.sorted(), ["a", "b", "c"])
+        XCTAssertThrowsError(try c.wait()) { error in
+            guard case .protocolViolation = error as? RedisError else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(try written(channel), "")
+    }
+
+    /// Each hub's scripts are its own: the tag changes the SHA1, so no other hub's EVAL loads them.
+    func testTaggedScriptsHaveTheirOwnDigest() {
+        let mine = HubScripts(tag: "hub a"), theirs = HubScripts(tag: "hub b")
+        XCTAssertEqual(mine.publish.source, "-- hub a\n" + RedisScripts.publish.source)
+        XCTAssertEqual(mine.publish.sha, Hex.encode(Digest.sha1(Array(mine.publish.source.utf8))))
+        let shas = mine.all.map(\.sha) + theirs.all.map(\.sha) + [RedisScripts.publish.sha]
+        XCTAssertEqual(Set(shas).count, 11)
+    }
 }

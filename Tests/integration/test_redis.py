@@ -536,3 +536,95 @@ def test_redis_url_and_settings_are_validated(tmp_path):
                                              "--max-events-total", "2000000")
     assert code == 64 and ("invalid setting max-events-per-execution: must be at most 1000000 with Redis (a replay is "
                            "one reply)") in err.splitlines()[0]
+
+
+class PipelinedEngine:
+    """An engine reporting one execution on one keep-alive connection, with up to `depth` requests sent ahead of
+    their answers (HTTP/1.1 pipelining). Each request carries one event; `seqs` gets each answer's seq, in the order
+    the answers arrive, which is the order the requests were sent."""
+
+    def __init__(self, hub, execution, total, depth=16):
+        self.execution = execution
+        self.total = total
+        self.seqs = []
+        self.statuses = []
+        self.sock = socket.create_connection((hub.host, hub.port), timeout=30)
+        self.window = threading.Semaphore(depth)
+        self.reader = threading.Thread(target=self._read)
+        self.writer = threading.Thread(target=self._write)
+
+    def start(self):
+        self.reader.start()
+        self.writer.start()
+
+    def join(self):
+        self.writer.join()
+        self.reader.join()
+        self.sock.close()
+
+    def _write(self):
+        for i in range(self.total):
+            body = hc.compact(hc.log_event(self.execution, i))
+            headers = hc.signed_headers(body)
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            request = (f"POST /v1/jobs/progress HTTP/1.1\r\nHost: hub\r\nContent-Length: {len(body)}\r\n{head}\r\n"
+                       ).encode() + body
+            assert self.window.acquire(timeout=30)
+            self.sock.sendall(request)
+
+    def _read(self):
+        stream = self.sock.makefile("rb")
+        for _ in range(self.total):
+            status = int(stream.readline().split()[1])
+            length = 0
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            data = stream.read(length)
+            self.statuses.append(status)
+            if status == 202:
+                self.seqs.append(json.loads(data)["accepted"][0]["seq"])
+            self.window.release()
+
+
+@pytest.mark.parametrize("hubs", [1, 2], ids=["one-hub", "two-hubs"])
+def test_scripts_flushed_under_pipelined_publishes_keep_each_execution_in_order(hub_factory, redis_server, hubs):
+    """`SCRIPT FLUSH`, again and again, while engines pipeline events: the hubs' script calls come back NOSCRIPT and
+    are run again with EVAL. Each execution's events must still take their seqs in the order its engine sent them
+    (`RedisConnection.runScript`), on every hub, whichever hub loads its scripts again first; nothing is refused,
+    and calls held back after a NOSCRIPT answer always go on. (The exact interleavings that reorder events without
+    the fence are in `RedisConnectionTests`; here they occur only now and then.)"""
+    servers = [start_hub(hub_factory, redis_server) for _ in range(hubs)]
+    total = 3000
+    engines = [PipelinedEngine(hub, f"flush-{h}-{k}", total) for h, hub in enumerate(servers) for k in range(3)]
+    done = threading.Event()
+    flushes = {"n": 0}
+
+    def flusher():
+        with socket.create_connection(("127.0.0.1", redis_server.port), timeout=10) as s:
+            replies = s.makefile("rb")
+            while not done.is_set():
+                s.sendall(b"*2\r\n$6\r\nSCRIPT\r\n$5\r\nFLUSH\r\n")
+                assert replies.readline() == b"+OK\r\n"
+                flushes["n"] += 1
+
+    f = threading.Thread(target=flusher)
+    f.start()
+    for e in engines:
+        e.start()
+    for e in engines:
+        e.join()
+    done.set()
+    f.join()
+    noscript = redis_info(redis_server, "errorstats").get("errorstat_NOSCRIPT", "count=0")
+    assert flushes["n"] > 100 and int(noscript.split("=")[1].split(",")[0]) > 100, (flushes, noscript)
+    for e in engines:
+        assert e.statuses == [202] * total, e.execution
+        assert e.seqs == list(range(1, total + 1)), e.execution
+
+
+def redis_info(redis, section):
+    out = subprocess.run(["redis-cli", "-p", str(redis.port), "INFO", section], capture_output=True, text=True,
+                         check=True).stdout
+    return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
