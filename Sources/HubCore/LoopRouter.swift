@@ -1,23 +1,33 @@
 import NIOCore
 
 /// Where a subscription's events go: a WebSocket session or an SSE stream. Called on the sink's event loop.
-public protocol EventSink: AnyObject {
+///
+/// A class to subclass, not a protocol: the router's fan-out reaches each sink through an unmanaged reference
+/// (`Subscription.sinkReference`), which takes a class type; a protocol's existential was retained and released for
+/// every delivery.
+open class EventSink {
+    /// The router's `tick` when it last wrote a live event to this sink (kept by the router).
+    public final var routedTick: UInt32 = 0
+
+    public init() {}
+
     /// Writes the event.
     /// - Parameter replay: true for events read from history for this subscription, false for live ones.
-    /// - Parameter flush: hand it to the kernel at once (the sink's first live event of the loop tick, come alone);
-    ///   otherwise the sink flushes once per loop tick, so that the frames of a burst share one write.
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool)
-    /// The router's `tick` when it last asked this sink to flush at once (kept by the router; start at 0).
-    var flushedTick: UInt32 { get set }
+    /// - Parameter flush: hand it to the kernel at once (the sink's first live event of the loop tick, alone of its
+    ///   execution); otherwise the sink flushes once per loop tick, so that the frames of a burst share one write.
+    open func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
+        preconditionFailure("a sink overrides write")
+    }
 }
 
 /// One watcher's interest in one execution.
 public final class Subscription {
     public let topic: TopicKey
-    /// Not retained, and not checked on each delivery (`unowned(unsafe)`: the fan-out reads it for every subscriber):
-    /// every sink unsubscribes all its subscriptions when its connection closes or its handler leaves the pipeline
+    /// Not retained, and not checked on each delivery (the fan-out reads it for every subscriber): every sink
+    /// unsubscribes all its subscriptions when its connection closes or its handler leaves the pipeline
     /// (`HubSession.didClose`, `SSEHandler.finish`), so the router never reaches a sink that is gone.
-    public unowned(unsafe) let sink: EventSink
+    let sinkReference: Unmanaged<EventSink>
+    public var sink: EventSink { sinkReference.takeUnretainedValue() }
     /// The newest seq this subscription has received; the router skips anything at or below it.
     public var lastSeq: UInt64
     /// False once unsubscribed: queued deliveries for it are dropped.
@@ -27,7 +37,7 @@ public final class Subscription {
 
     public init(topic: TopicKey, sink: EventSink, lastSeq: UInt64) {
         self.topic = topic
-        self.sink = sink
+        self.sinkReference = Unmanaged.passUnretained(sink)
         self.lastSeq = lastSeq
     }
 }
@@ -133,25 +143,34 @@ public final class LoopRouter: @unchecked Sendable {
     /// Called by the broker on this loop, in seq order per topic. The brokers hand over everything published in one
     /// loop tick as one batch.
     ///
-    /// A live event that comes alone is flushed to each subscriber as it is written, so the first subscribers' bytes
-    /// are on their way while the fan-out goes on (flushing after the whole fan-out made the median subscriber wait
-    /// for every subscriber's user-space work) -- unless that sink was already flushed at once in this loop tick
-    /// (lone events reached this router twice in one tick): then the event joins the write the loop's flush pass
-    /// makes. A batch (events published in the same tick, such as an engine's pipelined requests, a batch request,
-    /// or a backlog read from Redis) is written whole and flushed once per connection by the pass, so that each
-    /// sink's frames of the tick share one write.
+    /// A live event that is the only one of its execution in the delivery is flushed to each subscriber as it is
+    /// written, so the first subscribers' bytes are on their way while the fan-out goes on (flushing after the whole
+    /// fan-out made the median subscriber wait for every subscriber's user-space work) -- unless the router already
+    /// wrote to that sink in this loop tick (lone events reached this router twice in one tick, or the sink watches
+    /// another execution of this delivery): then the event joins the write the loop's flush pass makes. Several
+    /// events of one execution (published in the same tick: an engine's pipelined requests, a batch request, a
+    /// backlog read from Redis) are written whole and flushed once per connection by the pass, so that each sink's
+    /// frames of the tick share one write. (Taking a delivery's events as alone only when there was one event in
+    /// it left the events of one Redis read, mostly of different executions, to the pass: a staged write more per
+    /// delivery, and their subscribers waited for the whole fan-out.)
     public func deliver(_ events: [EncodedEvent]) {
         if !deliveredThisTick {
             deliveredThisTick = true
             tick &+= 1
             eventLoop.assumeIsolated().execute { self.deliveredThisTick = false }
         }
-        let alone = events.count == 1
+        // The executions with more than one event in this delivery.
+        var repeated: Set<TopicKey> = []
+        if events.count > 1 {
+            var seen = Set<TopicKey>(minimumCapacity: events.count)
+            for event in events where !seen.insert(event.topic).inserted { repeated.insert(event.topic) }
+        }
         for event in events {
             guard let list = table[event.topic] else { continue }
+            let alone = repeated.isEmpty || !repeated.contains(event.topic)
             var written = 0
             // `list` (a local copy) keeps every subscription alive, and each subscription's sink outlives it: the
-            // fan-out reads them without retaining each one.
+            // fan-out reads them without retaining either.
             list.withUnsafeBufferPointer { subscriptions in
                 for index in subscriptions.indices {
                     Unmanaged.passUnretained(subscriptions[index])._withUnsafeGuaranteedRef { subscription in
@@ -162,10 +181,11 @@ public final class LoopRouter: @unchecked Sendable {
                         }
                         guard event.seq > subscription.lastSeq else { return }
                         subscription.lastSeq = event.seq
-                        let sink = subscription.sink
-                        let flush = alone && sink.flushedTick != tick
-                        if flush { sink.flushedTick = tick }
-                        sink.write(event, for: subscription, replay: false, flush: flush)
+                        subscription.sinkReference._withUnsafeGuaranteedRef { sink in
+                            let flush = alone && sink.routedTick != tick
+                            sink.routedTick = tick
+                            sink.write(event, for: subscription, replay: false, flush: flush)
+                        }
                         written += 1
                     }
                 }

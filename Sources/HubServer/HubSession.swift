@@ -4,7 +4,7 @@ import NIOCore
 
 /// The hub's multiplexed WebSocket protocol on one socket (Protocol/README.md, "WebSocket"): auth, subscribe and
 /// unsubscribe ops; events from many executions; heartbeats; token expiry.
-final class HubSession: WebSocketApplication, EventSink {
+final class HubSession: EventSink, WebSocketApplication {
     private let server: ServerContext
     private let resources: LoopResources
     private var principal: Principal?
@@ -19,8 +19,6 @@ final class HubSession: WebSocketApplication, EventSink {
     private var tokenWarning: Int64?
     private var tokenExpiry: Int64?
     private var backlog = OutboundBacklog()
-    /// Kept by the loop's router (`EventSink.flushedTick`).
-    var flushedTick: UInt32 = 0
 
     init(server: ServerContext, resources: LoopResources, principal: Principal?) {
         self.server = server
@@ -77,7 +75,7 @@ final class HubSession: WebSocketApplication, EventSink {
 
     // MARK: EventSink
 
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
+    override func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
         guard let handler = socket.map(Unmanaged.passUnretained) else { return }
         // The handler is not retained for the call: the channel's pipeline holds it at least until `didClose` has
         // run, and until its removal from the pipeline, which happens on a later turn of the loop.

@@ -7,7 +7,7 @@ import NIOCore
 ///
 /// The response head is written by hand with `Connection: close` and no transfer coding, so every event is the
 /// shared `EncodedEvent.sse` buffer written as is (no chunk framing per subscriber).
-final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSink, Flushable, TimerTarget, DirectWriter {
+final class SSEHandler: EventSink, ChannelInboundHandler, RemovableChannelHandler, Flushable, TimerTarget, DirectWriter {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -35,8 +35,6 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
     /// This stream's place in its loop's timer heap (`LoopTimers`).
     var timerSlot = -1
     private var flushPending = false
-    /// Kept by the loop's router (`EventSink.flushedTick`).
-    var flushedTick: UInt32 = 0
     private var finished = false
     private var started = false
     /// The response head and `retry:` line, held until the broker has the subscription: a client that sees them may
@@ -171,7 +169,7 @@ final class SSEHandler: ChannelInboundHandler, RemovableChannelHandler, EventSin
 
     // MARK: EventSink
 
-    func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
+    override func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
         if flush && output.direct && staged.isEmpty && backlog.isEmpty && writable && !finished {
             // A live event's common case, touching nothing else: the whole event to the socket. (Direct writes are
             // detached when the handler is removed, so the context is there.)
