@@ -4,10 +4,11 @@ import NIOCore
 ///
 /// A class to subclass, not a protocol: the router's fan-out reaches each sink through an unmanaged reference
 /// (`Subscription.sinkReference`), which takes a class type; a protocol's existential was retained and released for
-/// every delivery.
+/// every delivery. Nothing in the router holds a sink: it must stay alive until `write` returns (even when it closes
+/// its connection inside the call), and it must unsubscribe all its subscriptions before it goes away.
 open class EventSink {
     /// The router's `tick` when it last wrote a live event to this sink (kept by the router).
-    public final var routedTick: UInt32 = 0
+    public internal(set) final var routedTick: UInt32 = 0
 
     public init() {}
 
@@ -146,8 +147,8 @@ public final class LoopRouter: @unchecked Sendable {
     /// A live event that is the only one of its execution in the delivery is flushed to each subscriber as it is
     /// written, so the first subscribers' bytes are on their way while the fan-out goes on (flushing after the whole
     /// fan-out made the median subscriber wait for every subscriber's user-space work) -- unless the router already
-    /// wrote to that sink in this loop tick (lone events reached this router twice in one tick, or the sink watches
-    /// another execution of this delivery): then the event joins the write the loop's flush pass makes. Several
+    /// wrote a live event to that sink in this loop tick (lone events reached this router twice in one tick, or the
+    /// sink watches another execution of this delivery): then the event joins the write the loop's flush pass makes. Several
     /// events of one execution (published in the same tick: an engine's pipelined requests, a batch request, a
     /// backlog read from Redis) are written whole and flushed once per connection by the pass, so that each sink's
     /// frames of the tick share one write. (Taking a delivery's events as alone only when there was one event in

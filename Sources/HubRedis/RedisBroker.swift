@@ -8,8 +8,9 @@ import NIOCore
 /// an execution subscribes to its channel (`execution:{id}:events`) once, whatever the number of its local watchers.
 ///
 /// - Publish: one Lua call per batch assigns seqs, appends to the history stream, refreshes expiries and PUBLISHes
-///   (`RedisScripts.publish`); the engine's 202 waits for it. Every hub, the publishing one included, delivers what
-///   arrives on the channel, so all hubs deliver the same events in the same order.
+///   (`RedisScripts.publish`, run as this hub's copy: `scripts`); the engine's 202 waits for it. Every hub, the
+///   publishing one included, delivers what arrives on the channel, so all hubs deliver the same events in the same
+///   order.
 /// - Subscribe: the channel is subscribed before history is read, so an event is either in the history read or
 ///   arrives on the channel (or both: routers skip seqs they have).
 /// - Faults: per execution the broker knows the last seq it handed on (`known`); a later seq that does not follow it
@@ -118,6 +119,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         loop.flatSubmit { [self] in
             commands.setup = { connection in
                 // Load every script so that EVALSHA finds them (Redis forgets scripts when it restarts).
+                connection.scripts = self.scripts.all
                 let loads = self.scripts.all.map { connection.send($0.load()) }
                 return EventLoopFuture.andAllSucceed(loads, on: self.loop)
             }

@@ -54,6 +54,8 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
     private var scriptsAnswered = 0
     private var scriptFence = 0
     private var heldScripts = CircularBuffer<HeldScript>()
+    /// The scripts to load again after a NOSCRIPT answer (all of the hub's; set by the owner).
+    var scripts: [RedisScript] = []
 
     private struct HeldScript {
         let script: RedisScript
@@ -100,17 +102,22 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
     /// Runs a script with EVALSHA, and with EVAL when the answer is NOSCRIPT (`SCRIPT FLUSH`, or a Redis restarted
     /// behind a proxy). Must be called on the connection's event loop.
     ///
-    /// Calls run in Redis in the order they are made here, even across a NOSCRIPT answer: the publish script assigns
-    /// seqs, so an execution's events would otherwise take them out of order. When the answer to call A is NOSCRIPT,
-    /// every call sent after A and before that answer arrived has reached Redis without the script too (only this
-    /// hub loads its scripts: `RedisScript.tagged`), and will be answered NOSCRIPT and sent again in turn, after A's
-    /// EVAL. A call made now would find the script A's EVAL loads and overtake them; so calls made from now on wait
-    /// until every call sent before the answer has its own answer, and then go in the order they were made.
+    /// Script calls run in Redis in the order they are made here, even across a NOSCRIPT answer: the publish script
+    /// assigns seqs, so an execution's events would otherwise take them out of order. When the answer to call A is
+    /// NOSCRIPT, every call sent after A and before that answer arrived has reached Redis without its script too
+    /// (only this hub loads its scripts: `RedisScript.tagged`), and will be answered NOSCRIPT and sent again in turn.
+    /// A's EVAL loads A's script, and `scripts` are loaded again right after it; a call made now would find them and
+    /// overtake those retries. So calls made from now on wait until every call sent before the answer has its own
+    /// answer, and then go in the order they were made.
     func runScript(_ script: RedisScript, keys: [String], arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
         guard let context else { preconditionFailure("RedisConnection.runScript before the handler was added") }
         if scriptsAnswered < scriptFence || !heldScripts.isEmpty {
             let promise = context.eventLoop.makePromise(of: RESPValue.self)
-            heldScripts.append(HeldScript(script: script, keys: keys, arguments: arguments, promise: promise))
+            if let closeReason {
+                promise.fail(closeReason)
+            } else {
+                heldScripts.append(HeldScript(script: script, keys: keys, arguments: arguments, promise: promise))
+            }
             return promise.futureResult
         }
         return sendScript(script, keys: keys, arguments: arguments, on: context.eventLoop)
@@ -126,9 +133,16 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
             if case .failure(RedisError.reply(let message)) = result, message.hasPrefix("NOSCRIPT") {
                 scriptFence = max(scriptFence, scriptsSent)
                 send(script.eval(keys: keys, arguments: arguments)).cascade(to: promise)
+                // The other scripts too: a released call of one of them must not wait for its own NOSCRIPT while a
+                // later call of A's script, which A's EVAL loaded, runs before it.
+                for other in scripts where other.sha != script.sha {
+                    send(other.load()).whenFailure { _ in }
+                }
             } else {
                 promise.completeWith(result)
             }
+            // Once closed, `fail` fails the held calls, in order.
+            guard closeReason == nil else { return }
             while scriptsAnswered >= scriptFence, let held = heldScripts.popFirst() {
                 sendScript(held.script, keys: held.keys, arguments: held.arguments, on: loop).cascade(to: held.promise)
             }
@@ -223,8 +237,10 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         onPush = nil
         onReadComplete = nil
         owner?(reason)
+        let held = heldScripts
+        heldScripts.removeAll()
         while let (promise, _) = pending.popFirst() { promise.fail(reason) }
-        while let held = heldScripts.popFirst() { held.promise.fail(reason) }
+        for call in held { call.promise.fail(reason) }
         context?.close(promise: nil)
     }
 }

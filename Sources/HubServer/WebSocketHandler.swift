@@ -29,7 +29,7 @@ extension WebSocketApplication {
 /// machine, actions out.
 ///
 /// The hot path is shaped by what was measured (see README): frames are written with no promise and flushed at once
-/// (a connection's first live event of a loop tick) or staged here and handed to the channel by the loop's one flush
+/// (a connection's first live event of a loop tick, alone of its execution) or staged here and handed to the channel by the loop's one flush
 /// pass (`LoopFlusher`), a frame meant for many connections is built once by the caller and written as the same
 /// buffer, the connection's deadlines live in the loop's timer heap (`LoopTimers`), and it keeps only a few bytes of
 /// partial header between reads.

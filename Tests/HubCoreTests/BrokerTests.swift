@@ -244,7 +244,7 @@ final class BrokerTests: XCTestCase, @unchecked Sendable {
     /// writing to it there, and the subscription is gone from the table.
     func testReplayStopsWhenTheSinkClosesMidway() throws {
         final class ClosingSink: EventSink, @unchecked Sendable {
-                    var seqs: [UInt64] = []
+            var seqs: [UInt64] = []
             var onWrite: (Subscription) -> Void = { _ in }
             override func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
                 seqs.append(event.seq)

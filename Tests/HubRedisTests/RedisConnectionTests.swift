@@ -148,24 +148,54 @@ final class RedisConnectionTests: XCTestCase {
         XCTAssertEqual(try b.wait(), .bulk(Array("b".utf8)))
     }
 
-    /// Calls waiting behind the fence fail with the connection, and nothing more is written.
-    func testCallsWaitingForTheFenceFailWhenTheConnectionDrops() throws {
+    /// Calls waiting behind the fence fail with the connection, in the order they were made, after the calls that
+    /// were sent; nothing more is written. (Twenty thousand of them: failing each held call inside the failure of
+    /// the one before, as a drain from the failed calls' callbacks would, runs out of stack.)
+    func testCallsWaitingForTheFenceFailInOrderWhenTheConnectionDrops() throws {
         let (channel, connection) = try connected()
         var failed: [String] = []
         let a = run(connection, "a")
         let b = run(connection, "b")
         try channel.writeInbound(ByteBuffer(string: noScript))
-        let c = run(connection, "c")
-        for (future, name) in [(a, "a"), (b, "b"), (c, "c")] { future.whenFailure { _ in failed.append(name) } }
+        let names = (0..<20_000).map { "h\($0)" }
+        let held = names.map { run(connection, $0) }
+        for (future, name) in zip([a, b] + held, ["a", "b"] + names) { future.whenFailure { _ in failed.append(name) } }
         channel.embeddedEventLoop.run()
         XCTAssertEqual(try written(channel), evalsha("a") + evalsha("b") + eval("a"))
         try channel.writeInbound(ByteBuffer(string: "?garbage\r\n"))
         channel.embeddedEventLoop.run()
-        XCTAssertEqual(failed.sorted(), ["a", "b", "c"])
-        XCTAssertThrowsError(try c.wait()) { error in
+        // b's EVALSHA was pending before a's EVAL.
+        XCTAssertEqual(failed, ["b", "a"] + names)
+        XCTAssertThrowsError(try held[0].wait()) { error in
             guard case .protocolViolation = error as? RedisError else { return XCTFail("\(error)") }
         }
         XCTAssertEqual(try written(channel), "")
+        // And a call made now fails at once.
+        XCTAssertThrowsError(try run(connection, "late").wait())
+    }
+
+    /// A's EVAL loads A's script only: the hub's other scripts are loaded again right after it, so that a call of
+    /// another script made after the NOSCRIPT answer does not meet NOSCRIPT itself while a later call of A's script,
+    /// which A's EVAL loaded, runs before its retry.
+    func testAfterNoScriptTheOtherScriptsAreLoadedAgainBehindTheEval() throws {
+        let (channel, connection) = try connected()
+        let other = RedisScript("return KEYS[1]")
+        connection.scripts = [script, other]
+        let a = run(connection, "a")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), evalsha("a"))
+        try channel.writeInbound(ByteBuffer(string: noScript))
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), eval("a") + String(buffer: other.load()))
+        // a was the only call in flight: the fence is down, and both go at once, behind the load.
+        let r = connection.runScript(other, keys: ["k"], arguments: [])
+        let p = run(connection, "p")
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), String(buffer: other.evalsha(keys: ["k"], arguments: [])) + evalsha("p"))
+        try channel.writeInbound(ByteBuffer(string: "$1\r\na\r\n$40\r\n\(other.sha)\r\n$1\r\nk\r\n$1\r\np\r\n"))
+        XCTAssertEqual(try a.wait(), .bulk(Array("a".utf8)))
+        XCTAssertEqual(try r.wait(), .bulk(Array("k".utf8)))
+        XCTAssertEqual(try p.wait(), .bulk(Array("p".utf8)))
     }
 
     /// Each hub's scripts are its own: the tag changes the SHA1, so no other hub's EVAL loads them.

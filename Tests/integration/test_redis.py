@@ -550,8 +550,9 @@ class PipelinedEngine:
         self.statuses = []
         self.sock = socket.create_connection((hub.host, hub.port), timeout=30)
         self.window = threading.Semaphore(depth)
-        self.reader = threading.Thread(target=self._read)
-        self.writer = threading.Thread(target=self._write)
+        self.errors = []
+        self.reader = threading.Thread(target=self._guarded, args=(self._read,))
+        self.writer = threading.Thread(target=self._guarded, args=(self._write,))
 
     def start(self):
         self.reader.start()
@@ -561,6 +562,14 @@ class PipelinedEngine:
         self.writer.join()
         self.reader.join()
         self.sock.close()
+        assert self.errors == [], self.errors
+
+    def _guarded(self, work):
+        try:
+            work()
+        except Exception as e:  # reported by join
+            self.errors.append(repr(e))
+            self.sock.close()
 
     def _write(self):
         for i in range(self.total):
@@ -573,7 +582,10 @@ class PipelinedEngine:
             self.sock.sendall(request)
 
     def _read(self):
-        stream = self.sock.makefile("rb")
+        with self.sock.makefile("rb") as stream:
+            self._read_from(stream)
+
+    def _read_from(self, stream):
         for _ in range(self.total):
             status = int(stream.readline().split()[1])
             length = 0
@@ -602,8 +614,7 @@ def test_scripts_flushed_under_pipelined_publishes_keep_each_execution_in_order(
     flushes = {"n": 0}
 
     def flusher():
-        with socket.create_connection(("127.0.0.1", redis_server.port), timeout=10) as s:
-            replies = s.makefile("rb")
+        with socket.create_connection(("127.0.0.1", redis_server.port), timeout=10) as s, s.makefile("rb") as replies:
             while not done.is_set():
                 s.sendall(b"*2\r\n$6\r\nSCRIPT\r\n$5\r\nFLUSH\r\n")
                 assert replies.readline() == b"+OK\r\n"
@@ -611,20 +622,18 @@ def test_scripts_flushed_under_pipelined_publishes_keep_each_execution_in_order(
 
     f = threading.Thread(target=flusher)
     f.start()
-    for e in engines:
-        e.start()
-    for e in engines:
-        e.join()
-    done.set()
-    f.join()
-    noscript = redis_info(redis_server, "errorstats").get("errorstat_NOSCRIPT", "count=0")
-    assert flushes["n"] > 100 and int(noscript.split("=")[1].split(",")[0]) > 100, (flushes, noscript)
+    try:
+        for e in engines:
+            e.start()
+        for e in engines:
+            e.join()
+    finally:
+        done.set()
+        f.join()
+    info = dict(line.split(":", 1) for line in redis_server.cli("INFO", "errorstats").splitlines() if ":" in line)
+    noscript = int(info.get("errorstat_NOSCRIPT", "count=0").split(",")[0].split("=")[1])
+    assert flushes["n"] > 100 and noscript > 100, (flushes, noscript)
     for e in engines:
         assert e.statuses == [202] * total, e.execution
         assert e.seqs == list(range(1, total + 1)), e.execution
 
-
-def redis_info(redis, section):
-    out = subprocess.run(["redis-cli", "-p", str(redis.port), "INFO", section], capture_output=True, text=True,
-                         check=True).stdout
-    return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
