@@ -119,9 +119,7 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         loop.flatSubmit { [self] in
             commands.setup = { connection in
                 // Load every script so that EVALSHA finds them (Redis forgets scripts when it restarts).
-                connection.scripts = self.scripts.all
-                let loads = self.scripts.all.map { connection.send($0.load()) }
-                return EventLoopFuture.andAllSucceed(loads, on: self.loop)
+                connection.load(self.scripts.all)
             }
             commands.onReady = { [self] _ in connectionsChanged() }
             commands.onDown = { [self] in connectionsChanged() }

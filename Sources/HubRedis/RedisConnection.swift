@@ -54,8 +54,8 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
     private var scriptsAnswered = 0
     private var scriptFence = 0
     private var heldScripts = CircularBuffer<HeldScript>()
-    /// The scripts to load again after a NOSCRIPT answer (all of the hub's; set by the owner).
-    var scripts: [RedisScript] = []
+    /// The scripts this connection runs (`load`), loaded again after a NOSCRIPT answer.
+    private(set) var scripts: [RedisScript] = []
 
     private struct HeldScript {
         let script: RedisScript
@@ -97,6 +97,14 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
         pending.append((promise, context.eventLoop.now + timeout))
         write(command)
         return promise.futureResult
+    }
+
+    /// Loads `scripts` (`SCRIPT LOAD`), so that EVALSHA finds them, and keeps them to load again after a NOSCRIPT
+    /// answer. Succeeds when Redis has them all.
+    func load(_ scripts: [RedisScript]) -> EventLoopFuture<Void> {
+        guard let context else { preconditionFailure("RedisConnection.load before the handler was added") }
+        self.scripts = scripts
+        return EventLoopFuture.andAllSucceed(scripts.map { send($0.load()) }, on: context.eventLoop)
     }
 
     /// Runs a script with EVALSHA, and with EVAL when the answer is NOSCRIPT (`SCRIPT FLUSH`, or a Redis restarted

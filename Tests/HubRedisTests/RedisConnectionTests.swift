@@ -182,7 +182,11 @@ final class RedisConnectionTests: XCTestCase {
     func testAfterNoScriptTheOtherScriptsAreLoadedAgainBehindTheEval() throws {
         let (channel, connection) = try connected()
         let other = RedisScript("return KEYS[1]")
-        connection.scripts = [script, other]
+        let loaded = connection.load([script, other])
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(try written(channel), String(buffer: script.load()) + String(buffer: other.load()))
+        try channel.writeInbound(ByteBuffer(string: "$40\r\n\(script.sha)\r\n$40\r\n\(other.sha)\r\n"))
+        XCTAssertNoThrow(try loaded.wait())
         let a = run(connection, "a")
         channel.embeddedEventLoop.run()
         XCTAssertEqual(try written(channel), evalsha("a"))
