@@ -464,8 +464,14 @@ def test_screenshot_of_the_demo(hub_factory, browser):
     # Every execution the page watched got its events once each, in order, over the one client.
     events = browser.execute_script("return window.hubDemo.events")
     assert len(events) >= 4 and all(seqs == list(range(1, len(seqs) + 1)) for seqs in events.values()), events
-    # Every card shows its graph.
-    assert browser.execute_script("return document.querySelectorAll('.exec svg .node').length") == 4 * len(WORKFLOW), state
+    # Every card shows its graph. Cards come and go every 4 s, and a new one has no graph until its first event
+    # arrives, so this reads each card's nodes and waits until all four have theirs.
+    per_card = "return [...document.querySelectorAll('.exec')].map(c => c.querySelectorAll('svg .node').length)"
+    try:
+        WebDriverWait(browser, TIMEOUT, poll_frequency=0.1).until(
+            lambda d: d.execute_script(per_card) == [len(WORKFLOW)] * 4)
+    except TimeoutException:
+        pytest.fail(f"cards without their graph: {browser.execute_script(per_card)}; page: {json.dumps(state)}")
     os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
     assert browser.save_screenshot(SCREENSHOT)
     assert os.path.getsize(SCREENSHOT) > 10_000
