@@ -1,3 +1,4 @@
+import Histogram
 import HubNative
 import NIOCore
 import NIOPosix
@@ -10,17 +11,18 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
 
     private var context: ChannelHandlerContext?
     private var buffer = ByteBuffer()
-    /// The channels of the requests in flight, oldest first (HTTP/1.1 answers pipelined requests in order).
-    var inflight = CircularBuffer<Int>()
+    /// The channels of the requests in flight and when each was due, oldest first (HTTP/1.1 answers pipelined
+    /// requests in order).
+    var inflight = CircularBuffer<(channel: Int, due: UInt64)>()
     /// How many requests may be in flight at once.
     let depth: Int
     var busy: Bool { inflight.count >= depth }
     /// Messages of this connection's channels that wait for the request in flight to be answered, in order.
     var queue = CircularBuffer<(channel: Int, marker: Marker)>()
-    let onResponse: (PublishConnection, Int, Int) -> Void
+    let onResponse: (PublishConnection, Int, UInt64, Int) -> Void
     let onClose: (PublishConnection) -> Void
 
-    init(depth: Int, onResponse: @escaping (PublishConnection, Int, Int) -> Void,
+    init(depth: Int, onResponse: @escaping (PublishConnection, Int, UInt64, Int) -> Void,
         onClose: @escaping (PublishConnection) -> Void)
     {
         self.depth = depth
@@ -31,9 +33,9 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     /// Writes a request (the caller flushes).
-    func send(_ request: ByteBuffer, channel: Int) {
+    func send(_ request: ByteBuffer, channel: Int, due: UInt64) {
         guard let context else { return }
-        inflight.append(channel)
+        inflight.append((channel, due))
         context.write(wrapOutboundOut(request), promise: nil)
     }
 
@@ -60,8 +62,8 @@ final class PublishConnection: ChannelInboundHandler, @unchecked Sendable {
             let status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
             buffer.moveReaderIndex(forwardBy: headLength + contentLength)
             // A response to no request (a server closing an idle keep-alive connection, with 408) is not an answer.
-            guard let channel = inflight.popFirst() else { continue }
-            onResponse(self, channel, status)
+            guard let (channel, due) = inflight.popFirst() else { continue }
+            onResponse(self, channel, due, status)
         }
         buffer.discardReadBytes()
     }
@@ -101,6 +103,9 @@ final class Publisher: @unchecked Sendable {
     private(set) var statuses: [Int: Int] = [:]
     private(set) var perChannel: [Int]
     private(set) var maxQueue = 0
+    /// From each message's due time to its answer, in microseconds: how long the server took to read and accept it,
+    /// the publisher's own lag included (what the subscribers' latency adds to this is the fan-out and their reads).
+    private(set) var answerHistogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     private var ticker: RepeatedTask?
     let done: EventLoopPromise<Void>
 
@@ -146,15 +151,17 @@ final class Publisher: @unchecked Sendable {
         var wrote = false
         while !connection.busy, let (channel, marker) = connection.queue.popFirst() {
             waiting -= 1
-            connection.send(request(channel: channel, marker: marker), channel: channel)
+            connection.send(request(channel: channel, marker: marker), channel: channel, due: marker.nanoseconds)
             sent += 1
             wrote = true
         }
         if wrote { connection.flush() }
     }
 
-    func responded(_ connection: PublishConnection, channel: Int, status: Int) {
+    func responded(_ connection: PublishConnection, channel: Int, due: UInt64, status: Int) {
         answered += 1
+        let now = wallNanoseconds()
+        answerHistogram.record(now > due ? (now - due) / 1000 : 0)
         statuses[status, default: 0] += 1
         // Only what the server accepted counts as published (and so as expected at every subscriber).
         if (200..<300).contains(status) { perChannel[channel] += 1 }

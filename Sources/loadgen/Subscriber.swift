@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HubNative
 import NIOCore
 import NIOPosix
@@ -51,6 +54,8 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // The direct reader counts the end of a connection it reads.
+        guard !direct else { return }
         defer { state = .closed }
         guard ready else { return onReady(false) }
         guard state != .closed else { return }
@@ -78,6 +83,9 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A connection the direct reader took over is read there only (NIO reads nothing more once it stopped
+        // reading, unless the peer closed: that end is the direct reader's to report).
+        guard !direct else { return }
         var input = unwrapInboundIn(data)
         if buffer.readableBytes == 0 {
             buffer = input
@@ -102,45 +110,101 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
                 becomeReady()
             }
         }
-        if transport == .sse { readSSE() } else { readFrames(context: context) }
+        let now = wallNanoseconds()
+        let used = buffer.withUnsafeReadableBytes { raw in
+            consume(raw, now: now) { context.writeAndFlush(self.wrapOutboundOut($0), promise: nil) }
+        }
+        buffer.moveReaderIndex(forwardBy: used)
         if buffer.readableBytes == 0 { buffer.clear() } else { buffer.discardReadBytes() }
     }
 
-    private func readSSE() {
-        // Blocks end with a blank line; a marker never spans two blocks. A block cut short by the end of the stream
-        // is not an event (as in EventSource) and is never recorded.
-        let length = buffer.withUnsafeReadableBytes { raw -> Int in
-            var i = raw.count - 1
-            while i > 0 {
-                if raw[i] == 10 && raw[i - 1] == 10 { return i + 1 }
-                i -= 1
-            }
-            return 0
+    // MARK: Reading without NIO (`DirectReader`)
+
+    /// Set when the direct reader took the connection over (on the event loop, which then reads no more of it).
+    private(set) var direct = false
+
+    func handOver() { direct = true }
+
+    /// One `read(2)` of the connection into `storage`, and the messages it completes. Returns false when the
+    /// connection ended (end of stream, or an error); the close is then counted.
+    func readDirect(fd: Int32, storage: UnsafeMutableRawBufferPointer) -> Bool {
+        let n = read(fd, storage.baseAddress, storage.count)
+        guard n > 0 else {
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return true }
+            if n < 0 { failed = true }
+            directClosed()
+            return false
         }
-        guard length > 0 else { return }
-        buffer.withUnsafeReadableBytes { raw in
-            let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<length])
-            var start = 0
-            var i = 0
-            while i + 1 < chunk.count {
-                if chunk[i] == 10 && chunk[i + 1] == 10 {
-                    sseBlock(UnsafeRawBufferPointer(rebasing: chunk[start..<i]))
-                    start = i + 2
-                    i += 2
-                } else {
-                    i += 1
-                }
-            }
+        let now = wallNanoseconds()
+        let reply: (ByteBuffer) -> Void = { frame in
+            frame.withUnsafeReadableBytes { bytes in _ = write(fd, bytes.baseAddress, bytes.count) }
         }
-        buffer.moveReaderIndex(forwardBy: length)
+        if buffer.readableBytes == 0 {
+            // The usual case: whole messages, parsed where they were read; only a cut-off tail is kept.
+            let bytes = UnsafeRawBufferPointer(rebasing: storage[0..<n])
+            let used = consume(bytes, now: now, reply: reply)
+            if used < n {
+                buffer.clear()
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[used...]))
+            }
+        } else {
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: storage[0..<n]))
+            let used = buffer.withUnsafeReadableBytes { consume($0, now: now, reply: reply) }
+            buffer.moveReaderIndex(forwardBy: used)
+            if buffer.readableBytes == 0 { buffer.clear() } else { buffer.discardReadBytes() }
+        }
+        return true
     }
 
-    private func sseBlock(_ block: UnsafeRawBufferPointer) {
+    /// Counts the end of a connection the direct reader read (as `channelInactive` does for the others).
+    private func directClosed() {
+        guard state != .closed else { return }
+        state = .closed
+        stats.closed(closeCode.map { String($0) } ?? reconnectReason.map { "sse-reconnect:\($0)" } ?? (failed ? "error" : "eof"))
+    }
+
+    // MARK: Parsing
+
+    /// Handles every whole message (SSE block, WebSocket frame) at the start of `bytes`; returns how many bytes
+    /// they took. `reply` sends a frame back (a pong, a close).
+    private func consume(_ bytes: UnsafeRawBufferPointer, now: UInt64, reply: (ByteBuffer) -> Void) -> Int {
+        transport == .sse ? consumeSSE(bytes, now: now) : consumeFrames(bytes, now: now, reply: reply)
+    }
+
+    private func consumeSSE(_ raw: UnsafeRawBufferPointer, now: UInt64) -> Int {
+        // Blocks end with a blank line; a marker never spans two blocks. A block cut short by the end of the stream
+        // is not an event (as in EventSource) and is never recorded.
+        var length = 0
+        var i = raw.count - 1
+        while i > 0 {
+            if raw[i] == 10 && raw[i - 1] == 10 {
+                length = i + 1
+                break
+            }
+            i -= 1
+        }
+        guard length > 0 else { return 0 }
+        let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<length])
+        var start = 0
+        i = 0
+        while i + 1 < chunk.count {
+            if chunk[i] == 10 && chunk[i + 1] == 10 {
+                sseBlock(UnsafeRawBufferPointer(rebasing: chunk[start..<i]), now: now)
+                start = i + 2
+                i += 2
+            } else {
+                i += 1
+            }
+        }
+        return length
+    }
+
+    private func sseBlock(_ block: UnsafeRawBufferPointer, now: UInt64) {
         if let m = Marker.find(in: block) {
             if server == .hub, block.starts(with: Self.idPrefix) {
                 subscriber.resumeSeq = Self.number(in: block, at: Self.idPrefix.count)
             }
-            record(m)
+            subscriber.record(m, stats: stats, now: now)
         } else if block.starts(with: Self.heartbeatComment) {
             stats.heartbeatComments += 1
             subscriber.heartbeats += 1
@@ -152,62 +216,59 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func readFrames(context: ChannelHandlerContext) {
-        while buffer.readableBytes >= 2 {
-            let b0 = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self)!
-            let b1 = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self)!
+    private func consumeFrames(_ raw: UnsafeRawBufferPointer, now: UInt64, reply: (ByteBuffer) -> Void) -> Int {
+        var at = 0
+        while raw.count - at >= 2 {
+            let b0 = raw[at]
+            let b1 = raw[at + 1]
             var length = Int(b1 & 0x7F)
             var offset = 2
             if length == 126 {
-                guard buffer.readableBytes >= 4 else { return }
-                length = Int(buffer.getInteger(at: buffer.readerIndex + 2, as: UInt16.self)!)
+                guard raw.count - at >= 4 else { break }
+                length = Int(raw[at + 2]) << 8 | Int(raw[at + 3])
                 offset = 4
             } else if length == 127 {
-                guard buffer.readableBytes >= 10 else { return }
-                length = Int(buffer.getInteger(at: buffer.readerIndex + 2, as: UInt64.self)!)
+                guard raw.count - at >= 10 else { break }
+                length = 0
+                for k in 0..<8 { length = length << 8 | Int(raw[at + 2 + k]) }
                 offset = 10
             }
-            guard buffer.readableBytes >= offset + length else { return }
-            let opcode = b0 & 0x0F
-            let compressed = b0 & 0x40 != 0
-            let start = buffer.readerIndex + offset
-            switch opcode {
+            guard raw.count - at >= offset + length else { break }
+            let payload = UnsafeRawBufferPointer(rebasing: raw[(at + offset)..<(at + offset + length)])
+            switch b0 & 0x0F {
             case 0x1, 0x2:
-                if compressed {
+                if b0 & 0x40 != 0 {
                     scratch.clear()
-                    buffer.withUnsafeReadableBytes { raw in
-                        let payload = UnsafeRawBufferPointer(rebasing: raw[offset..<offset + length])
-                        _ = try? inflater.inflate(payload, into: &scratch, limit: 1 << 20)
-                    }
+                    _ = try? inflater.inflate(payload, into: &scratch, limit: 1 << 20)
                     _ = try? inflater.finishMessage(into: &scratch, limit: 1 << 20, resetContext: true)
-                    scratch.withUnsafeReadableBytes { message(UnsafeRawBufferPointer($0)) }
+                    scratch.withUnsafeReadableBytes { message(UnsafeRawBufferPointer($0), now: now) }
                 } else {
-                    buffer.withUnsafeReadableBytes { raw in message(UnsafeRawBufferPointer(rebasing: raw[offset..<offset + length])) }
+                    message(payload, now: now)
                 }
             case 0x8:
                 // RFC 6455 §5.5.1: the close frame's body starts with the status code. Answer it and let the server
                 // end TCP.
-                if length >= 2, closeCode == nil { closeCode = buffer.getInteger(at: start, as: UInt16.self) }
-                context.writeAndFlush(wrapOutboundOut(Self.maskedFrame(opcode: 0x8, payload: [0x03, 0xE8])), promise: nil)
+                if length >= 2, closeCode == nil { closeCode = UInt16(payload[0]) << 8 | UInt16(payload[1]) }
+                reply(Self.maskedFrame(opcode: 0x8, payload: [0x03, 0xE8]))
             case 0x9:
                 stats.pings += 1
                 subscriber.heartbeats += 1
-                let payload = buffer.getBytes(at: start, length: length) ?? []
-                context.writeAndFlush(wrapOutboundOut(Self.maskedFrame(opcode: 0xA, payload: payload)), promise: nil)
+                reply(Self.maskedFrame(opcode: 0xA, payload: Array(payload)))
                 stats.pongs += 1
             default:
                 break
             }
-            buffer.moveReaderIndex(forwardBy: offset + length)
+            at += offset + length
         }
+        return at
     }
 
-    private func message(_ bytes: UnsafeRawBufferPointer) {
+    private func message(_ bytes: UnsafeRawBufferPointer, now: UInt64) {
         if let m = Marker.find(in: bytes) {
             if server == .hub, let at = bytes.end(of: Self.seqField) {
                 subscriber.resumeSeq = Self.number(in: bytes, at: at)
             }
-            record(m)
+            subscriber.record(m, stats: stats, now: now)
         } else if server == .hub {
             if bytes.starts(with: Self.heartbeatMessage) {
                 stats.heartbeatMessages += 1
@@ -224,10 +285,6 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
                 subscriber.resumeSeq = Self.number(in: bytes, at: at)
             }
         }
-    }
-
-    private func record(_ m: Marker) {
-        subscriber.record(m, stats: stats, now: wallNanoseconds())
     }
 
     private static let seqField = Array(#""seq":"#.utf8)

@@ -71,6 +71,24 @@ final class SubscriberSet: @unchecked Sendable {
         }
     }
 
+    /// Hands every open connection to a `DirectReader` (which starts reading them) and returns it. On the loop, once
+    /// every subscriber is ready; connections the server closes are not opened again.
+    func readDirectly() throws -> DirectReader {
+        let reader = DirectReader(loop: loop) { subscriber in subscriber.channel = nil }
+        let sockets = DirectReader.socketsByLocalAddress()
+        for subscriber in subscribers {
+            guard let channel = subscriber.channel, channel.isActive, let handler = subscriber.handler,
+                let local = channel.localAddress, let ip = local.ipAddress, let port = local.port
+            else { continue }
+            guard let fd = sockets["\(ip):\(port)"] else {
+                throw DirectReaderError(message: "no descriptor found for the connection from \(ip):\(port)")
+            }
+            try reader.adopt(subscriber, handler: handler, channel: channel, fd: fd)
+        }
+        reader.start()
+        return reader
+    }
+
     private func finished(_ success: Bool) {
         if success { ok += 1 } else { failed += 1 }
         if ok + failed == settings.total { ready.succeed((ok, failed)) } else { startNext() }
@@ -142,7 +160,9 @@ final class SubscriberSet: @unchecked Sendable {
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
-                case .success(let channel): subscriber.channel = channel
+                case .success(let channel):
+                    subscriber.channel = channel
+                    subscriber.handler = handler
                 case .failure(let error):
                     writeLine("# connect failed: \(error)")
                     report(false)

@@ -2,12 +2,14 @@ import NIOCore
 
 /// One subscriber as the benchmark sees it, across its connections: with `--reconnect` a connection the server
 /// closes is replaced by one that resumes where it stopped, and order and duplicates are checked across both.
-/// Confined to the process's event loop.
-final class SubscriberState {
+/// Confined to the process's event loop (and, with `--direct`, to the direct reader's thread under its lock).
+final class SubscriberState: @unchecked Sendable {
     let index: Int
     let channelIndex: Int
     /// The connection in use (nil between a close and the next connection).
     var channel: Channel?
+    /// The handler of that connection.
+    var handler: SubscriberHandler?
     /// Whether the first connection became ready (subscribed, or the SSE stream started).
     var opened = false
     /// Heartbeats of any kind received (pings, heartbeat messages, SSE comments), over every connection.
