@@ -11,14 +11,15 @@ import NIOPosix
 /// Why: NIO's read path costs some 4 µs of user time per read here (its selector, the channel's lifecycle checks,
 /// the pipeline, a buffer per read, and their reference counting), about as much as the kernel's part of the read.
 /// A load generator on one core that pays that reads 10,000 sockets in rounds of 40–270 ms at 80,000 reads/s, and its
-/// own queueing then shows up as the server's latency. NIO still opens each connection and does the handshake;
-/// then it stops reading it (`autoRead` off), and this reader reads its descriptor (not a duplicate: a process may
-/// hold about 20,000 descriptors here, and it holds up to 15,000 connections), which the channel still owns and
-/// closes. A connection the server closes is counted when this reader sees its end (or, should NIO see the end first
-/// and close the descriptor, when the read fails: then as "error"), and its channel is closed.
+/// own queueing then shows up as the server's latency. NIO still opens each connection and does the handshake; then
+/// this reader takes a duplicate of its descriptor and NIO's channel is closed (closing one of two descriptors of a
+/// socket sends nothing), so that NIO neither reads it nor watches it for the peer's close any more. (Turning NIO's
+/// reading off is not enough: it still watches for the end of the stream, and then reads the rest itself and closes
+/// the socket.) One connection at a time holds two descriptors, so up to 15,000 connections stay within a process's
+/// 20,000. A connection the server closes is counted when this reader sees its end, and this reader closes it.
 ///
-/// What the subscribers count is touched by this thread only under `lock`; the process's commands (`reset`,
-/// `report`) take it too.
+/// Once a connection is handed over, only this reader touches its handler and subscriber, under `lock`, which the
+/// process's commands (`reset`, `report`) take too.
 final class DirectReader: @unchecked Sendable {
     private struct Entry {
         let fd: Int32
@@ -28,16 +29,10 @@ final class DirectReader: @unchecked Sendable {
 
     let lock = NIOLock()
     private let epoll: Int32
-    private let loop: EventLoop
     private var entries: [Entry?] = []
     private var running = true
     private let pool = NIOThreadPool(numberOfThreads: 1)
-    /// Called on the event loop for a connection that ended.
-    private let onClosed: @Sendable (SubscriberState) -> Void
-
-    init(loop: EventLoop, onClosed: @escaping @Sendable (SubscriberState) -> Void) {
-        self.loop = loop
-        self.onClosed = onClosed
+    init() {
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         precondition(epoll >= 0, "epoll_create1 failed: errno \(errno)")
     }
@@ -64,18 +59,23 @@ final class DirectReader: @unchecked Sendable {
         return out
     }
 
-    /// Takes over reading `subscriber`'s connection, whose descriptor is `fd`. On the event loop.
-    func adopt(_ subscriber: SubscriberState, handler: SubscriberHandler, channel: Channel, fd: Int32) throws {
-        try channel.syncOptions?.setOption(.autoRead, value: false)
+    /// Takes over reading `subscriber`'s connection, whose descriptor is `fd`, and closes NIO's channel. On the event
+    /// loop.
+    func adopt(_ subscriber: SubscriberState, handler: SubscriberHandler, channel: Channel, fd: Int32) {
+        let copy = dup(fd)
+        precondition(copy >= 0, "dup failed: errno \(errno)")
         handler.handOver()
+        channel.close(promise: nil)
         let index = lock.withLock { () -> Int in
-            entries.append(Entry(fd: fd, handler: handler, subscriber: subscriber))
+            subscriber.readDirectly = true
+            subscriber.directOpen = true
+            entries.append(Entry(fd: copy, handler: handler, subscriber: subscriber))
             return entries.count - 1
         }
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
         event.data.u64 = UInt64(index)
-        precondition(epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0, "epoll_ctl failed: errno \(errno)")
+        precondition(epoll_ctl(epoll, EPOLL_CTL_ADD, copy, &event) == 0, "epoll_ctl failed: errno \(errno)")
     }
 
     func start() {
@@ -99,26 +99,15 @@ final class DirectReader: @unchecked Sendable {
         while lock.withLock({ running }) {
             let ready = epoll_wait(epoll, events, Int32(capacity), 100)
             guard ready > 0 else { continue }
-            var ended: [SubscriberState] = []
-            defer {
-                if !ended.isEmpty {
-                    let batch = ended
-                    loop.execute { [onClosed] in
-                        for subscriber in batch {
-                            subscriber.channel?.close(promise: nil)
-                            onClosed(subscriber)
-                        }
-                    }
-                }
-            }
             lock.withLock {
                 for i in 0..<Int(ready) {
                     let index = Int(events[i].data.u64)
                     guard let entry = entries[index] else { continue }
                     if !entry.handler.readDirect(fd: entry.fd, storage: storage) {
                         _ = epoll_ctl(epoll, EPOLL_CTL_DEL, entry.fd, nil)
+                        close(entry.fd)
                         entries[index] = nil
-                        ended.append(entry.subscriber)
+                        entry.subscriber.directOpen = false
                     }
                 }
             }

@@ -83,8 +83,7 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // A connection the direct reader took over is read there only (NIO reads nothing more once it stopped
-        // reading, unless the peer closed: that end is the direct reader's to report).
+        // A connection the direct reader took over is read there only (its channel is closed at the hand-over).
         guard !direct else { return }
         var input = unwrapInboundIn(data)
         if buffer.readableBytes == 0 {
@@ -120,7 +119,7 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: Reading without NIO (`DirectReader`)
 
-    /// Set when the direct reader took the connection over (on the event loop, which then reads no more of it).
+    /// Set when the direct reader took the connection over (on the event loop, which then closes its channel).
     private(set) var direct = false
 
     func handOver() { direct = true }
@@ -137,7 +136,21 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         let now = wallNanoseconds()
         let reply: (ByteBuffer) -> Void = { frame in
-            frame.withUnsafeReadableBytes { bytes in _ = write(fd, bytes.baseAddress, bytes.count) }
+            // A few bytes to a socket the server reads: the kernel takes them whole (a short write is given up on,
+            // like any other failure of a reply).
+            frame.withUnsafeReadableBytes { bytes in
+                var sent = 0
+                while sent < bytes.count {
+                    let n = write(fd, bytes.baseAddress! + sent, bytes.count - sent)
+                    if n > 0 {
+                        sent += n
+                    } else if n < 0 && errno == EINTR {
+                        continue
+                    } else {
+                        break
+                    }
+                }
+            }
         }
         if buffer.readableBytes == 0 {
             // The usual case: whole messages, parsed where they were read; only a cut-off tail is kept.

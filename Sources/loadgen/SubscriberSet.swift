@@ -72,9 +72,10 @@ final class SubscriberSet: @unchecked Sendable {
     }
 
     /// Hands every open connection to a `DirectReader` (which starts reading them) and returns it. On the loop, once
-    /// every subscriber is ready; connections the server closes are not opened again.
+    /// every subscriber is ready; connections the server closes are not opened again, and the subscribers' channels
+    /// are closed (their sockets stay open, read by the reader).
     func readDirectly() throws -> DirectReader {
-        let reader = DirectReader(loop: loop) { subscriber in subscriber.channel = nil }
+        let reader = DirectReader()
         let sockets = DirectReader.socketsByLocalAddress()
         for subscriber in subscribers {
             guard let channel = subscriber.channel, channel.isActive, let handler = subscriber.handler,
@@ -83,7 +84,7 @@ final class SubscriberSet: @unchecked Sendable {
             guard let fd = sockets["\(ip):\(port)"] else {
                 throw DirectReaderError(message: "no descriptor found for the connection from \(ip):\(port)")
             }
-            try reader.adopt(subscriber, handler: handler, channel: channel, fd: fd)
+            reader.adopt(subscriber, handler: handler, channel: channel, fd: fd)
         }
         reader.start()
         return reader

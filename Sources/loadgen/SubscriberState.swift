@@ -27,7 +27,12 @@ final class SubscriberState: @unchecked Sendable {
         self.channelIndex = channelIndex
     }
 
-    var isOpen: Bool { channel?.isActive ?? false }
+    /// Set when the direct reader took the connection over (NIO's channel is then closed); `directOpen` says whether
+    /// the reader still reads it. Both under the reader's lock.
+    var readDirectly = false
+    var directOpen = false
+
+    var isOpen: Bool { readDirectly ? directOpen : channel?.isActive ?? false }
 
     /// Records a marker of the current epoch: counts it, or counts it as a duplicate or out of order.
     func record(_ m: Marker, stats: SubscriberStats, now: UInt64) {

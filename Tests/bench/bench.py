@@ -197,7 +197,7 @@ def idle_memory(ctx, names, sizes, transports):
 
 # Figures of a steady workload that are the median of its rounds, and counts that are their sum.
 MEDIAN_FIELDS = ("p50_ms", "p99_ms", "p999_ms", "max_ms", "per_cpu_s", "user_us", "system_us", "per_write",
-                 "deliveries_per_s")
+                 "deliveries_per_s", "answer_p50_ms", "answer_p99_ms")
 SUM_FIELDS = ("published", "publish_errors", "expected", "delivered", "lost", "duplicates", "out_of_order", "closed",
               "cpu_s", "writes")
 
