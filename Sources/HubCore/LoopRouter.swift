@@ -151,9 +151,9 @@ public final class LoopRouter: @unchecked Sendable {
     /// sink watches another execution of this delivery): then the event joins the write the loop's flush pass
     /// makes. Several events of one execution (published in the same tick: an engine's pipelined requests, a batch
     /// request, a backlog read from Redis) are written whole and flushed once per connection by the pass, so that
-    /// each sink's frames of the tick share one write. (Taking a delivery's events as alone only when there was one event in
-    /// it left the events of one Redis read, mostly of different executions, to the pass: a staged write more per
-    /// delivery, and their subscribers waited for the whole fan-out.)
+    /// each sink's frames of the tick share one write. (Taking a delivery's events as alone only when there was one
+    /// event in it left the events of one Redis read, mostly of different executions, to the pass: a staged write
+    /// more per delivery, and their subscribers waited for the whole fan-out.)
     public func deliver(_ events: [EncodedEvent]) {
         if !deliveredThisTick {
             deliveredThisTick = true

@@ -32,6 +32,7 @@ final class DirectReader: @unchecked Sendable {
     private var entries: [Entry?] = []
     private var running = true
     private let pool = NIOThreadPool(numberOfThreads: 1)
+
     init() {
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         precondition(epoll >= 0, "epoll_create1 failed: errno \(errno)")
@@ -67,7 +68,6 @@ final class DirectReader: @unchecked Sendable {
         handler.handOver()
         channel.close(promise: nil)
         let index = lock.withLock { () -> Int in
-            subscriber.readDirectly = true
             subscriber.directOpen = true
             entries.append(Entry(fd: copy, handler: handler, subscriber: subscriber))
             return entries.count - 1

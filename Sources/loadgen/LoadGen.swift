@@ -69,7 +69,7 @@ struct Subscribe: ParsableCommand {
         let reader = direct ? try loop.submit { try set.readDirectly() }.wait() : nil
         defer { reader?.stop() }
         // What the subscribers count, under the direct reader's lock when there is one.
-        let locked: (@escaping @Sendable () -> String) throws -> String = { body in
+        func locked<T: Sendable>(_ body: @escaping @Sendable () -> T) throws -> T {
             try loop.submit { reader.map { $0.lock.withLock(body) } ?? body() }.wait()
         }
         writeLine("ready \(ok) \(failed)")
@@ -78,10 +78,7 @@ struct Subscribe: ParsableCommand {
             switch words.first {
             case "reset":
                 let epoch = UInt32(words.count > 1 ? words[1] : "0") ?? 0
-                _ = try locked {
-                    stats.reset(epoch: epoch)
-                    return ""
-                }
+                try locked { stats.reset(epoch: epoch) }
                 writeLine("ok")
             case "pause" where direct, "resume" where direct:
                 writeLine("# \(line): not with --direct")

@@ -59,16 +59,15 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
         defer { state = .closed }
         guard ready else { return onReady(false) }
         guard state != .closed else { return }
-        let how: String
-        if let closeCode {
-            how = String(closeCode)
-        } else if let reconnectReason {
-            how = "sse-reconnect:\(reconnectReason)"
-        } else {
-            how = failed ? "error" : "eof"
-        }
-        stats.closed(how)
+        stats.closed(endReason)
         onClosed()
+    }
+
+    /// How the connection ended, as far as the server said (`SubscriberStats.closeCodes`).
+    private var endReason: String {
+        if let closeCode { return String(closeCode) }
+        if let reconnectReason { return "sse-reconnect:\(reconnectReason)" }
+        return failed ? "error" : "eof"
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -109,10 +108,12 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
                 becomeReady()
             }
         }
-        let now = wallNanoseconds()
-        let used = buffer.withUnsafeReadableBytes { raw in
-            consume(raw, now: now) { context.writeAndFlush(self.wrapOutboundOut($0), promise: nil) }
-        }
+        consumeBuffer(now: wallNanoseconds()) { context.writeAndFlush(self.wrapOutboundOut($0), promise: nil) }
+    }
+
+    /// Handles every whole message in `buffer` and keeps the rest.
+    private func consumeBuffer(now: UInt64, reply: (ByteBuffer) -> Void) {
+        let used = buffer.withUnsafeReadableBytes { consume($0, now: now, reply: reply) }
         buffer.moveReaderIndex(forwardBy: used)
         if buffer.readableBytes == 0 { buffer.clear() } else { buffer.discardReadBytes() }
     }
@@ -135,45 +136,44 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
             return false
         }
         let now = wallNanoseconds()
-        let reply: (ByteBuffer) -> Void = { frame in
-            // A few bytes to a socket the server reads: the kernel takes them whole (a short write is given up on,
-            // like any other failure of a reply).
-            frame.withUnsafeReadableBytes { bytes in
-                var sent = 0
-                while sent < bytes.count {
-                    let n = write(fd, bytes.baseAddress! + sent, bytes.count - sent)
-                    if n > 0 {
-                        sent += n
-                    } else if n < 0 && errno == EINTR {
-                        continue
-                    } else {
-                        break
-                    }
-                }
-            }
-        }
+        let bytes = UnsafeRawBufferPointer(rebasing: storage[0..<n])
         if buffer.readableBytes == 0 {
             // The usual case: whole messages, parsed where they were read; only a cut-off tail is kept.
-            let bytes = UnsafeRawBufferPointer(rebasing: storage[0..<n])
-            let used = consume(bytes, now: now, reply: reply)
+            let used = consume(bytes, now: now) { Self.writeWhole($0, to: fd) }
             if used < n {
                 buffer.clear()
                 buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[used...]))
             }
         } else {
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: storage[0..<n]))
-            let used = buffer.withUnsafeReadableBytes { consume($0, now: now, reply: reply) }
-            buffer.moveReaderIndex(forwardBy: used)
-            if buffer.readableBytes == 0 { buffer.clear() } else { buffer.discardReadBytes() }
+            buffer.writeBytes(bytes)
+            consumeBuffer(now: now) { Self.writeWhole($0, to: fd) }
         }
         return true
+    }
+
+    /// Writes a reply frame: a few bytes to a socket the server reads, which the kernel takes whole (a short write
+    /// is given up on, like any other failure of a reply).
+    private static func writeWhole(_ frame: ByteBuffer, to fd: Int32) {
+        frame.withUnsafeReadableBytes { bytes in
+            var sent = 0
+            while sent < bytes.count {
+                let n = write(fd, bytes.baseAddress! + sent, bytes.count - sent)
+                if n > 0 {
+                    sent += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+        }
     }
 
     /// Counts the end of a connection the direct reader read (as `channelInactive` does for the others).
     private func directClosed() {
         guard state != .closed else { return }
         state = .closed
-        stats.closed(closeCode.map { String($0) } ?? reconnectReason.map { "sse-reconnect:\($0)" } ?? (failed ? "error" : "eof"))
+        stats.closed(endReason)
     }
 
     // MARK: Parsing

@@ -27,12 +27,11 @@ final class SubscriberState: @unchecked Sendable {
         self.channelIndex = channelIndex
     }
 
-    /// Set when the direct reader took the connection over (NIO's channel is then closed); `directOpen` says whether
-    /// the reader still reads it. Both under the reader's lock.
-    var readDirectly = false
-    var directOpen = false
+    /// Whether the direct reader still reads the connection, once it took it over (NIO's channel is then closed);
+    /// nil while NIO reads it. Under the reader's lock.
+    var directOpen: Bool?
 
-    var isOpen: Bool { readDirectly ? directOpen : channel?.isActive ?? false }
+    var isOpen: Bool { directOpen ?? channel?.isActive ?? false }
 
     /// Records a marker of the current epoch: counts it, or counts it as a duplicate or out of order.
     func record(_ m: Marker, stats: SubscriberStats, now: UInt64) {
