@@ -39,7 +39,7 @@ echo "== stream tests and API fuzzing again, every hub of a test on one real red
 HUB_BIN="$root/.build/debug/hub" timeout 1200 "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 300 --broker redis \
   Tests/integration/test_streams.py Tests/integration/test_api_fuzz.py
 
-echo "== benchmark smoke run (release builds; the hub and Nchan, small, every message checked)"
+echo "== benchmark smoke run (release builds; the hub, Nchan and the floor server, small, every message checked)"
 timeout 900 swift build -c release --product hub 2>&1 | tail -n 1
 timeout 900 swift build -c release --product loadgen 2>&1 | tail -n 1
 timeout 900 python3 Tests/bench/bench.py --quick --bin "$root/.build/release"

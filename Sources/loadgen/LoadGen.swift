@@ -15,7 +15,7 @@ struct LoadGen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadgen",
         abstract: "Load generator for the hub and Nchan: subscribers and an open-loop publisher.",
-        subcommands: [Subscribe.self, Publish.self]
+        subcommands: [Subscribe.self, Publish.self, Floor.self]
     )
 }
 

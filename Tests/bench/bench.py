@@ -80,11 +80,31 @@ http {{
         self.proc.wait(timeout=60)
 
 
+class Floor:
+    """`loadgen floor`: a minimal server on Nchan's routes that does nothing but one read per ready connection and one
+    write per connection with frames, per round of its epoll loop. What it reaches on a workload is what this host
+    allows any server on one core."""
+    kind = "nchan"
+
+    def __init__(self, ctx):
+        self.port = free_port()
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, f"{ctx.bin}/loadgen", "floor", "--port",
+                                      str(self.port)], stdout=subprocess.DEVNULL)
+        wait_port(self.port)
+        self.pids = [self.proc.pid]
+        self.token = ""
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
 SERVERS = {
     "hub": lambda ctx: Hub(ctx.bin, ctx.tmp, args=BENCH_LIMITS),
     "hub+redis": lambda ctx: Hub(ctx.bin, ctx.tmp, redis=ctx.redis, prefix=f"b{time.monotonic_ns()}", args=BENCH_LIMITS),
     "nchan": lambda ctx: Nchan(ctx.tmp),
     "nchan+redis": lambda ctx: Nchan(ctx.tmp, redis=ctx.redis),
+    "floor": lambda ctx: Floor(ctx),
 }
 
 
@@ -322,14 +342,17 @@ def table(results, names):
     hub_names = [n for n in names if n.startswith("hub")]
     lines = []
     add = lines.append
-    head = "| workload | " + " | ".join(names) + " | hub / nchan | hub+redis / nchan+redis |"
+    # The ratios: the hub against Nchan on each broker, and against the floor (what the host allows) when it ran.
+    pairs = [("hub", "nchan"), ("hub+redis", "nchan+redis")] + ([("hub", "floor")] if "floor" in names else [])
+    head = "| workload | " + " | ".join(names) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |"
     add(head)
-    add("|" + "---|" * (len(names) + 3))
+    add("|" + "---|" * (len(names) + 1 + len(pairs)))
+    blank = " |" * (len(names) + len(pairs))
 
     def row(label, values, fmt, _lower_is_better):
         cells = [fmt(values[n]) if values.get(n) is not None else "—" for n in names]
         ratios = []
-        for a, b in (("hub", "nchan"), ("hub+redis", "nchan+redis")):
+        for a, b in pairs:
             if values.get(a) and values.get(b):
                 ratios.append(f"{values[a] / values[b]:.2f}×")
             else:
@@ -371,7 +394,7 @@ def table(results, names):
             False)
         add(f"| {label}: lost / duplicated / out of order | " + " | ".join(
             f"{r[n]['lost']} / {r[n]['duplicates']} / {r[n]['out_of_order']}" if n in r else "—" for n in names)
-            + " | | |")
+            + " |" + " |" * len(pairs))
     if "saturation" in results:
         s = results["saturation"]
         conns = {s[n].get("publish_in_flight", s[n].get("publish_connections", 32)) for n in s}
@@ -395,7 +418,7 @@ def table(results, names):
         row("saturation: messages per write system call there", best("sustained", "per_write"),
             lambda v: f"{v:.2f}", False)
         add(f"| saturation: publisher requests in flight at most | {', '.join(str(c) for c in sorted(conns))} |"
-            + " |" * (len(names) + 1))
+            + blank[2:])
         extra = {n: s[n]["extra"]["p99_ms"] for n in s if s[n].get("extra")}
         if extra:
             row("p99 ms at 1.5× Nchan's sustained rate with p99 < 250 ms", extra, lambda v: f"{v:.2f}", True)
@@ -406,7 +429,7 @@ def table(results, names):
             if off and on:
                 add(f"| 1 KiB events, {name}: CPU per message, deflate on / off | "
                     f"{off['per_cpu_s'] / on['per_cpu_s']:.2f}× ({on['per_cpu_s']:,.0f} vs {off['per_cpu_s']:,.0f} "
-                    f"msg/CPU-s; lost {on['lost'] + off['lost']}) |" + " |" * (len(names) + 1))
+                    f"msg/CPU-s; lost {on['lost'] + off['lost']}) |" + blank[2:])
     return "\n".join(lines)
 
 
@@ -423,7 +446,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small smoke version (CI)")
     parser.add_argument("--bin", help="folder with release builds of hub and loadgen (default: build them)")
     parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,compression")
-    parser.add_argument("--servers", default="hub,hub+redis,nchan,nchan+redis")
+    parser.add_argument("--servers", default="hub,hub+redis,nchan,nchan+redis,floor",
+                        help="floor: `loadgen floor`, a server that does nothing but the system calls (the host's bound)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each latency workload, the servers taking turns; the table gives medians")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
@@ -467,7 +491,7 @@ def main():
 
             def extra(name):
                 peer = "nchan+redis" if name == "hub+redis" else "nchan"
-                if name.startswith("hub") and sat.get(peer, {}).get("best_250"):
+                if not name.startswith("nchan") and sat.get(peer, {}).get("best_250"):
                     return 1.5 * sat[peer]["best_250"]["deliveries_per_s"]
                 return None
             for name in nchan_first:
