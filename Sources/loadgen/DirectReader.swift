@@ -89,15 +89,14 @@ final class DirectReader: @unchecked Sendable {
     }
 
     private func run() {
-        let capacity = 1024
-        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
-        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer {
-            events.deallocate()
-            storage.deallocate()
-        }
+        withEpollBuffers { events, capacity, storage in loop(events: events, capacity: capacity, storage: storage) }
+    }
+
+    private func loop(events: UnsafeMutablePointer<epoll_event>, capacity: Int32,
+        storage: UnsafeMutableRawBufferPointer)
+    {
         while lock.withLock({ running }) {
-            let ready = epoll_wait(epoll, events, Int32(capacity), 100)
+            let ready = epoll_wait(epoll, events, capacity, 100)
             guard ready > 0 else { continue }
             lock.withLock {
                 for i in 0..<Int(ready) {
@@ -113,6 +112,21 @@ final class DirectReader: @unchecked Sendable {
             }
         }
     }
+}
+
+/// Runs `body` with room for 1,024 epoll events and one 64 KiB read buffer (the direct reader's and the floor
+/// server's loops).
+func withEpollBuffers<T>(
+    _ body: (UnsafeMutablePointer<epoll_event>, Int32, UnsafeMutableRawBufferPointer) throws -> T
+) rethrows -> T {
+    let capacity = 1024
+    let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
+    let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+    defer {
+        events.deallocate()
+        storage.deallocate()
+    }
+    return try body(events, Int32(capacity), storage)
 }
 
 struct DirectReaderError: Error, CustomStringConvertible {

@@ -75,16 +75,15 @@ final class FloorServer {
     func run() throws {
         // A subscriber gone between two rounds is found by its write failing, not by a signal.
         signal(SIGPIPE, SIG_IGN)
-        let capacity = 1024
-        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
-        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer {
-            events.deallocate()
-            storage.deallocate()
-        }
+        try withEpollBuffers { events, capacity, storage in try loop(events: events, capacity: capacity, storage: storage) }
+    }
+
+    private func loop(events: UnsafeMutablePointer<epoll_event>, capacity: Int32,
+        storage: UnsafeMutableRawBufferPointer) throws
+    {
         while true {
             // A connection the kernel did not take everything from is tried again after a millisecond.
-            let ready = epoll_wait(epoll, events, Int32(capacity), dirty.isEmpty ? -1 : 1)
+            let ready = epoll_wait(epoll, events, capacity, dirty.isEmpty ? -1 : 1)
             if ready < 0 && errno != EINTR { throw FloorError("epoll_wait: errno \(errno)") }
             for i in 0..<max(Int(ready), 0) {
                 let tag = events[i].data.u64
