@@ -110,7 +110,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The benchmarks' load generator (Tests/bench): subscribers and an open-loop publisher, for the hub and Nchan.
+        // The benchmarks' load generator (Tests/bench): subscribers and an open-loop publisher, for the hub and Nchan,
+        // and the floor server the benchmarks measure beside them.
         .executableTarget(
             name: "loadgen",
             dependencies: [

@@ -109,3 +109,9 @@ func writeLine(_ s: String) {
     var line = s + "\n"
     line.withUTF8 { bytes in _ = write(1, bytes.baseAddress, bytes.count) }
 }
+
+/// A failure of a system call or of the load generator's setup, with what failed.
+struct LoadGenError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}

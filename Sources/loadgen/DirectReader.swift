@@ -129,8 +129,4 @@ func withEpollBuffers<T>(
     return try body(events, Int32(capacity), storage)
 }
 
-struct DirectReaderError: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}
 #endif

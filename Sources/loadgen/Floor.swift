@@ -4,15 +4,16 @@ import CNIOLinux
 import Glibc
 import HubNative
 
-/// `loadgen floor`: the least a fan-out server on one thread must do, as a server the benchmarks can measure beside
-/// the hub and Nchan. It speaks Nchan's routes (`GET /sub/{channel}` as WebSocket or EventSource, `POST
-/// /pub/{channel}`), so the same load generator drives it, and it does nothing but the system calls: one epoll set,
-/// one `read(2)` per ready connection per round, and at the end of each round one `write(2)` per connection with
-/// something to send, carrying everything the round gave it (every frame of every publish read in that round). No
-/// history, no authorisation, no JSON, no heartbeats, no limits.
+/// `loadgen floor`: a fan-out server that does nothing but the system calls, which the benchmarks measure beside the
+/// hub and Nchan. It speaks Nchan's routes (`GET /sub/{channel}` as WebSocket or EventSource, `POST /pub/{channel}`),
+/// so the same load generator drives it: one epoll set, one `read(2)` per ready connection per round, and at the end
+/// of each round one `write(2)` per connection with something to send, carrying everything the round gave it (every
+/// frame of every publish read in that round). No history, authorisation, JSON envelope, heartbeats or limits.
 ///
-/// What it is for: its latency and CPU per delivery on a workload are what this host allows any server on one core;
-/// a target it cannot meet is bounded by the host (the kernel's cost of a loopback write), not by a server's code.
+/// What it is for: its CPU per delivery is about the least a server on one core pays on this host for a workload,
+/// and its latency is what a server that does only that gets. A target it misses too is set by the host and the
+/// workload, not by a server's own code. (Its latency is not a lower bound for every server: under overload, how a
+/// server orders its reads and writes decides latency as much as what it costs.)
 struct Floor: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: """
         A minimal fan-out server on Nchan's routes (WebSocket and EventSource subscribers, HTTP publishes): one read \
@@ -27,49 +28,64 @@ struct Floor: ParsableCommand {
     }
 }
 
+/// The floor server's state and loop (one thread). Connections live in slots; epoll events carry the slot.
 final class FloorServer {
     private final class Connection {
         let fd: Int32
         var input: [UInt8] = []
+        /// Bytes to send; those before `sent` are sent already (a short write keeps the rest in place).
         var output: [UInt8] = []
+        var sent = 0
         /// The channel it subscribes to, once it is a subscriber.
         var channel = -1
         var eventSource = false
+        /// In the round's list of connections to write.
         var dirty = false
+        /// The kernel took less than everything: wait for EPOLLOUT before writing again.
+        var blocked = false
         init(fd: Int32) { self.fd = fd }
     }
 
     private let listener: Int32
     private let epoll: Int32
+    private var listening = true
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
+    /// Slots closed in this round, free for reuse once the round's writes are done (so that the round's list of
+    /// connections to write never names a slot twice).
+    private var closedSlots: [Int] = []
     private var channelIndex: [String: Int] = [:]
     private var subscribers: [[Int]] = []
     private var dirty: [Int] = []
+    private var flushing: [Int] = []
 
     private static let listenerTag = UInt64.max
     private static let answer = Array("HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n".utf8)
+    private static let headEnd: [UInt8] = [13, 10, 13, 10]
 
     init(host: String, port: Int) throws {
         listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard listener >= 0 else { throw FloorError("socket: errno \(errno)") }
+        guard listener >= 0 else { throw LoadGenError(message: "socket: errno \(errno)") }
         var one: Int32 = 1
         setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
-        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw FloorError("not an IPv4 address: \(host)") }
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+            throw LoadGenError(message: "not an IPv4 address: \(host)")
+        }
         let fd = listener
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, listen(fd, 4096) == 0 else { throw FloorError("bind/listen \(host):\(port): errno \(errno)") }
+        guard bound == 0, listen(fd, 4096) == 0 else {
+            throw LoadGenError(message: "bind/listen \(host):\(port): errno \(errno)")
+        }
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard epoll >= 0 else { throw FloorError("epoll_create1: errno \(errno)") }
-        var event = epoll_event()
-        event.events = EPOLLIN.rawValue
-        event.data.u64 = Self.listenerTag
-        guard epoll_ctl(epoll, EPOLL_CTL_ADD, listener, &event) == 0 else { throw FloorError("epoll_ctl: errno \(errno)") }
+        guard epoll >= 0 else { throw LoadGenError(message: "epoll_create1: errno \(errno)") }
+        guard watch(listener, tag: Self.listenerTag, events: EPOLLIN.rawValue, operation: EPOLL_CTL_ADD) else {
+            throw LoadGenError(message: "epoll_ctl: errno \(errno)")
+        }
     }
 
     func run() throws {
@@ -82,22 +98,50 @@ final class FloorServer {
         storage: UnsafeMutableRawBufferPointer) throws
     {
         while true {
-            // A connection the kernel did not take everything from is tried again after a millisecond.
-            let ready = epoll_wait(epoll, events, capacity, dirty.isEmpty ? -1 : 1)
-            if ready < 0 && errno != EINTR { throw FloorError("epoll_wait: errno \(errno)") }
+            let ready = epoll_wait(epoll, events, capacity, -1)
+            if ready < 0 && errno != EINTR { throw LoadGenError(message: "epoll_wait: errno \(errno)") }
             for i in 0..<max(Int(ready), 0) {
                 let tag = events[i].data.u64
-                if tag == Self.listenerTag { accept(); continue }
-                read(slot: Int(tag), storage: storage)
+                if tag == Self.listenerTag {
+                    accept()
+                    continue
+                }
+                let slot = Int(tag)
+                if events[i].events & EPOLLOUT.rawValue != 0, let connection = connections[slot] {
+                    watch(connection.fd, tag: tag, events: EPOLLIN.rawValue, operation: EPOLL_CTL_MOD)
+                    connection.blocked = false
+                    markDirty(connection, slot: slot)
+                }
+                if events[i].events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
+                    read(slot: slot, storage: storage)
+                }
             }
             flush()
+            freeSlots.append(contentsOf: closedSlots)
+            closedSlots.removeAll(keepingCapacity: true)
         }
+    }
+
+    @discardableResult
+    private func watch(_ fd: Int32, tag: UInt64, events: UInt32, operation: Int32) -> Bool {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = tag
+        return epoll_ctl(epoll, operation, fd, &event) == 0
     }
 
     private func accept() {
         while true {
             let fd = CNIOLinux_accept4(listener, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
-            guard fd >= 0 else { return }
+            guard fd >= 0 else {
+                // Out of descriptors: stop watching the listener (it would be ready on every round) until a
+                // connection closes.
+                if errno == EMFILE || errno == ENFILE {
+                    _ = epoll_ctl(epoll, EPOLL_CTL_DEL, listener, nil)
+                    listening = false
+                }
+                return
+            }
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             let slot: Int
@@ -108,10 +152,7 @@ final class FloorServer {
                 slot = connections.count
                 connections.append(Connection(fd: fd))
             }
-            var event = epoll_event()
-            event.events = EPOLLIN.rawValue
-            event.data.u64 = UInt64(slot)
-            if epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0 { drop(slot) }
+            if !watch(fd, tag: UInt64(slot), events: EPOLLIN.rawValue, operation: EPOLL_CTL_ADD) { drop(slot) }
         }
     }
 
@@ -126,13 +167,14 @@ final class FloorServer {
         requests(of: connection, slot: slot)
     }
 
-    /// Handles every whole request at the start of the connection's input.
+    /// Handles every whole request at the start of the connection's input and keeps the rest.
     private func requests(of connection: Connection, slot: Int) {
         var at = 0
-        let input = connection.input
-        while let headEnd = Self.end(of: [13, 10, 13, 10], in: input, from: at) {
-            let head = String(decoding: input[at..<headEnd], as: UTF8.self)
-            let line = head.prefix { $0 != "\r" }.split(separator: " ")
+        while let headEnd = connection.input.withUnsafeBytes({ raw in
+            UnsafeRawBufferPointer(rebasing: raw[at...]).end(of: Self.headEnd).map { at + $0 }
+        }) {
+            let head = String(decoding: connection.input[at..<headEnd], as: UTF8.self)
+            let line = head.utf8.prefix { $0 != 13 }.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
             guard line.count >= 2 else { return drop(slot) }
             let path = line[1]
             if line[0] == "GET", path.hasPrefix("/sub/") {
@@ -143,15 +185,20 @@ final class FloorServer {
             guard line[0] == "POST", path.hasPrefix("/pub/") else { return drop(slot) }
             var length = 0
             for field in head.split(separator: "\r\n") where field.lowercased().hasPrefix("content-length:") {
-                length = Int(String(field.dropFirst(15).filter { $0 != " " })) ?? 0
+                length = Int(String(field.dropFirst(15).filter { $0 != " " })) ?? -1
             }
-            guard input.count - headEnd >= length else { break }
-            publish(channel: String(path.dropFirst(5)), body: input[headEnd..<(headEnd + length)])
+            guard length >= 0 else { return drop(slot) }
+            guard connection.input.count - headEnd >= length else { break }
+            publish(channel: String(path.dropFirst(5)), body: connection.input[headEnd..<(headEnd + length)])
             connection.output.append(contentsOf: Self.answer)
             markDirty(connection, slot: slot)
             at = headEnd + length
         }
-        connection.input.removeFirst(at)
+        if at == connection.input.count {
+            connection.input.removeAll(keepingCapacity: true)
+        } else if at > 0 {
+            connection.input.removeFirst(at)
+        }
     }
 
     private func subscribe(_ connection: Connection, slot: Int, channel name: String, head: String) {
@@ -162,8 +209,7 @@ final class FloorServer {
         }()
         connection.channel = channel
         subscribers[channel].append(slot)
-        let lower = head.lowercased()
-        if lower.contains("upgrade: websocket") {
+        if head.lowercased().contains("upgrade: websocket") {
             var key = ""
             for field in head.split(separator: "\r\n") where field.lowercased().hasPrefix("sec-websocket-key:") {
                 key = String(field.dropFirst(18).filter { $0 != " " })
@@ -202,27 +248,29 @@ final class FloorServer {
         }
     }
 
+    /// Puts the connection on the round's list of writes, unless it is there already or waits for EPOLLOUT.
     private func markDirty(_ connection: Connection, slot: Int) {
-        guard !connection.dirty else { return }
+        guard !connection.dirty, !connection.blocked else { return }
         connection.dirty = true
         dirty.append(slot)
     }
 
-    /// One write per connection with output; what the kernel does not take waits for the next round.
+    /// One write per connection with output. What the kernel does not take waits for EPOLLOUT.
     private func flush() {
-        let slots = dirty
-        dirty.removeAll(keepingCapacity: true)
-        for slot in slots {
+        swap(&dirty, &flushing)
+        defer { flushing.removeAll(keepingCapacity: true) }
+        for slot in flushing {
             guard let connection = connections[slot] else { continue }
             connection.dirty = false
-            let n = connection.output.withUnsafeBytes { write(connection.fd, $0.baseAddress, $0.count) }
-            if n == connection.output.count {
+            let count = connection.output.count - connection.sent
+            let n = connection.output.withUnsafeBytes { write(connection.fd, $0.baseAddress! + connection.sent, count) }
+            if n == count {
                 connection.output.removeAll(keepingCapacity: true)
-            } else if n > 0 {
-                connection.output.removeFirst(n)
-                markDirty(connection, slot: slot)
-            } else if errno == EAGAIN || errno == EINTR {
-                markDirty(connection, slot: slot)
+                connection.sent = 0
+            } else if n >= 0 || errno == EAGAIN || errno == EINTR {
+                connection.sent += max(n, 0)
+                connection.blocked = true
+                watch(connection.fd, tag: UInt64(slot), events: EPOLLIN.rawValue | EPOLLOUT.rawValue, operation: EPOLL_CTL_MOD)
             } else {
                 drop(slot)
             }
@@ -238,24 +286,10 @@ final class FloorServer {
             subscribers[connection.channel].removeLast()
         }
         connections[slot] = nil
-        freeSlots.append(slot)
-    }
-
-    /// The index just past the first `needle` in `bytes` at or after `from`.
-    private static func end(of needle: [UInt8], in bytes: [UInt8], from: Int) -> Int? {
-        var i = from
-        while i + needle.count <= bytes.count {
-            if bytes[i] == needle[0] && bytes[(i + 1)..<(i + needle.count)].elementsEqual(needle[1...]) {
-                return i + needle.count
-            }
-            i += 1
+        closedSlots.append(slot)
+        if !listening {
+            listening = watch(listener, tag: Self.listenerTag, events: EPOLLIN.rawValue, operation: EPOLL_CTL_ADD)
         }
-        return nil
     }
-}
-
-struct FloorError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
 #endif

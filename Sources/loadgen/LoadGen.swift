@@ -9,12 +9,13 @@ import NIOCore
 import NIOPosix
 
 /// The load generator of the benchmarks (Tests/bench/bench.py drives it): subscribers that hold many connections
-/// and check every message, and an open-loop publisher.
+/// and check every message, an open-loop publisher, and the floor server (a fan-out server that does nothing but the
+/// system calls, measured beside the hub and Nchan).
 @main
 struct LoadGen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "loadgen",
-        abstract: "Load generator for the hub and Nchan: subscribers and an open-loop publisher.",
+        abstract: "Load generator for the hub and Nchan: subscribers, an open-loop publisher, and the floor server.",
         subcommands: [Subscribe.self, Publish.self, Floor.self]
     )
 }

@@ -82,7 +82,7 @@ final class SubscriberSet: @unchecked Sendable {
                 let local = channel.localAddress, let ip = local.ipAddress, let port = local.port
             else { continue }
             guard let fd = sockets["\(ip):\(port)"] else {
-                throw DirectReaderError(message: "no descriptor found for the connection from \(ip):\(port)")
+                throw LoadGenError(message: "no descriptor found for the connection from \(ip):\(port)")
             }
             reader.adopt(subscriber, handler: handler, channel: channel, fd: fd)
         }

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Benchmarks of the hub against Nchan, in one run, on one machine.
 
-The hub (embedded broker, and Redis) and Nchan (nginx's pub/sub module: memory store, and Redis store) get the same
-workloads from the same load generator (`loadgen`, a SwiftNIO executable of this package): the server runs pinned to
-CPU 0, the load generator (and Redis) to CPU 1. Each server's CPU seconds and RSS are read from /proc. Every run
-counts lost, duplicated and out-of-order messages; a run with any of them is marked.
+The hub (embedded broker, and Redis), Nchan (nginx's pub/sub module: memory store, and Redis store) and the floor
+server (`loadgen floor`: one read per ready connection and one write per connection with frames, per round of its
+epoll loop, and nothing else) get the same workloads from the same load generator (`loadgen`, a SwiftNIO executable
+of this package): the server runs pinned to CPU 0, the load generator (and Redis) to CPU 1. Each server's CPU
+seconds and RSS are read from /proc. Every run counts lost, duplicated and out-of-order messages; a run with any of
+them is marked.
 
-    python3 Tests/bench/bench.py              # the full run (about 20 minutes), prints the table
+    python3 Tests/bench/bench.py              # the full run (about 25 minutes), prints the table
     python3 Tests/bench/bench.py --quick      # a small smoke version (CI)
 
 Needs: release builds of `hub` and `loadgen` (the script builds them), nginx with libnginx-mod-nchan, redis-server.
@@ -386,7 +388,8 @@ def table(results, names):
         r = results[key]
         # Latency to many is one fan-out of 1,000 writes per event: its spread (p90, p95) shows how long the pass
         # is, apart from the stalls of the host that decide p99.
-        spread = (("p90_ms", "p90"), ("p95_ms", "p95")) if key == "many" else ()
+        spread = (("p90_ms", "p90"), ("p95_ms", "p95")) if key == "many" and any(
+            r[n].get("p90_ms") is not None for n in r) else ()
         for metric, what in (("p50_ms", "p50"),) + spread + (("p99_ms", "p99"), ("p999_ms", "p99.9")):
             row(f"{label}: {what} ms", {n: r[n].get(metric) for n in r}, lambda v: f"{v:.2f}", True)
         row(f"{label}: messages per server CPU-second", {n: r[n]["per_cpu_s"] for n in r}, lambda v: f"{v:,.0f}", False)
@@ -437,6 +440,15 @@ def table(results, names):
     return "\n".join(lines)
 
 
+def servers_in(results):
+    """The servers a saved run measured, in the order of SERVERS."""
+    seen = set()
+    for workload in results.values():
+        if isinstance(workload, dict):
+            seen.update(k[0] if isinstance(k, tuple) else k for k in workload)
+    return [name for name in SERVERS if name in seen]
+
+
 def load_results(path):
     """A results.json as `main` wrote it, with its tuple keys (idle, compression) made tuples again."""
     with open(path) as f:
@@ -450,21 +462,22 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small smoke version (CI)")
     parser.add_argument("--bin", help="folder with release builds of hub and loadgen (default: build them)")
     parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,compression")
-    parser.add_argument("--servers", default="hub,hub+redis,nchan,nchan+redis,floor",
-                        help="floor: `loadgen floor`, a server that does nothing but the system calls (the host's bound)")
+    parser.add_argument("--servers", help=f"comma-separated, of {','.join(SERVERS)} (default: all; with --table, those "
+                        "in the results). floor: `loadgen floor`, a server that does nothing but the system calls")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each latency workload, the servers taking turns; the table gives medians")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
     parser.add_argument("--table", metavar="RESULTS", help="print the table of a saved run (its results.json) and exit")
     args = parser.parse_args()
     if args.table:
-        print(table(load_results(args.table), args.servers.split(",")))
+        results = load_results(args.table)
+        print(table(results, args.servers.split(",") if args.servers else servers_in(results)))
         return 0
     if args.bin:
         bin_dir = args.bin
     else:
         bin_dir = build_release()
-    names = args.servers.split(",")
+    names = args.servers.split(",") if args.servers else list(SERVERS)
     only = set(args.only.split(",")) if args.only else {"idle", "latency", "saturation", "many", "compression"}
     tmp = tempfile.mkdtemp(prefix="hub-bench-")
     ctx = Context(bin_dir, tmp, args.quick)
