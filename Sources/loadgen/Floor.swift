@@ -61,7 +61,7 @@ final class FloorServer {
 
     private static let listenerTag = UInt64.max
     private static let answer = Array("HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n".utf8)
-    private static let headEnd: [UInt8] = [13, 10, 13, 10]
+    private static let blankLine: [UInt8] = [13, 10, 13, 10]
 
     init(host: String, port: Int) throws {
         listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -171,7 +171,7 @@ final class FloorServer {
     private func requests(of connection: Connection, slot: Int) {
         var at = 0
         while let headEnd = connection.input.withUnsafeBytes({ raw in
-            UnsafeRawBufferPointer(rebasing: raw[at...]).end(of: Self.headEnd).map { at + $0 }
+            UnsafeRawBufferPointer(rebasing: raw[at...]).end(of: Self.blankLine).map { at + $0 }
         }) {
             let head = String(decoding: connection.input[at..<headEnd], as: UTF8.self)
             let line = head.utf8.prefix { $0 != 13 }.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
@@ -225,9 +225,26 @@ final class FloorServer {
         markDirty(connection, slot: slot)
     }
 
-    /// Frames the message once per transport and appends it to each subscriber's output.
+    /// Frames the message once per transport its subscribers use and appends it to each subscriber's output.
     private func publish(channel name: String, body: ArraySlice<UInt8>) {
         guard let channel = channelIndex[name] else { return }
+        var frame: [UInt8]?
+        var event: [UInt8]?
+        for slot in subscribers[channel] {
+            guard let connection = connections[slot] else { continue }
+            if connection.eventSource {
+                if event == nil { event = Array("data: ".utf8) + body + [10, 10] }
+                connection.output.append(contentsOf: event!)
+            } else {
+                if frame == nil { frame = Self.textFrame(body) }
+                connection.output.append(contentsOf: frame!)
+            }
+            markDirty(connection, slot: slot)
+        }
+    }
+
+    /// An unmasked WebSocket text frame of `body`.
+    private static func textFrame(_ body: ArraySlice<UInt8>) -> [UInt8] {
         var frame: [UInt8] = [0x81]
         if body.count < 126 {
             frame.append(UInt8(body.count))
@@ -240,12 +257,7 @@ final class FloorServer {
             for shift in stride(from: 56, through: 0, by: -8) { frame.append(UInt8((body.count >> shift) & 0xFF)) }
         }
         frame.append(contentsOf: body)
-        let event = Array("data: ".utf8) + body + [10, 10]
-        for slot in subscribers[channel] {
-            guard let connection = connections[slot] else { continue }
-            connection.output.append(contentsOf: connection.eventSource ? event : frame)
-            markDirty(connection, slot: slot)
-        }
+        return frame
     }
 
     /// Puts the connection on the round's list of writes, unless it is there already or waits for EPOLLOUT.
