@@ -33,11 +33,11 @@ public struct EngineSignature: Sendable {
         }
     }
 
-    private let secret: [UInt8]
+    private let key: HMACKey
     public let maxSkewSeconds: Int64
 
     public init(secret: [UInt8], maxSkewSeconds: Int64) {
-        self.secret = secret
+        self.key = HMACKey(secret)
         self.maxSkewSeconds = maxSkewSeconds
     }
 
@@ -56,7 +56,7 @@ public struct EngineSignature: Sendable {
     }
 
     public func sign<Body: Collection<UInt8>>(timestamp: Int64, body: Body) -> [UInt8] {
-        Digest.hmacSHA256(key: secret, message: Array("\(timestamp).".utf8) + Array(body))
+        key.authenticate("\(timestamp).".utf8, body)
     }
 
     /// The header value for a body (for `hub simulate` and tests).

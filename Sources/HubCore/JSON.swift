@@ -295,6 +295,13 @@ extension JSON {
 
     public static func writeString(_ s: String, to out: inout String) {
         out += "\""
+        // Most strings need no escape at all: appended whole. (0xE2 starts U+2028 and U+2029, and other scalars too;
+        // a string with one takes the scalar-by-scalar way.)
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0xE2 }) {
+            out += s
+            out += "\""
+            return
+        }
         for scalar in s.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""

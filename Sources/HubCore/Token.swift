@@ -43,12 +43,12 @@ public struct TokenVerifier: Sendable {
         }
     }
 
-    private let secret: [UInt8]
+    private let key: HMACKey
     /// Tokens longer than this are refused before any work (a token rides in a URL or a header).
     public static let maxLength = 4096
 
     public init(secret: [UInt8]) {
-        self.secret = secret
+        self.key = HMACKey(secret)
     }
 
     /// Verifies a compact JWS: `alg` must be HS256, the signature must match (constant-time compare), `exp` must
@@ -65,7 +65,7 @@ public struct TokenVerifier: Sendable {
         guard alg == "HS256" else { throw .unsupportedAlgorithm(alg) }
         guard let signature = Base64.decode(parts[2], alphabet: .url) else { throw .malformed("signature is not base64url") }
         let signingInput = Array(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
-        let expected = Digest.hmacSHA256(key: secret, message: signingInput)
+        let expected = key.authenticate(signingInput)
         guard Digest.constantTimeEquals(signature, expected) else { throw .badSignature }
         guard let claimBytes = Base64.decode(parts[1], alphabet: .url), let claims = try? JSON.parse(claimBytes),
             case .object = claims
@@ -90,7 +90,7 @@ public struct TokenVerifier: Sendable {
             ("exp", .number(Double(expiresAt))),
         ]).serialized
         let input = Base64.encode(Array(header.utf8), alphabet: .url) + "." + Base64.encode(Array(claims.utf8), alphabet: .url)
-        let signature = Digest.hmacSHA256(key: secret, message: Array(input.utf8))
+        let signature = key.authenticate(input.utf8)
         return input + "." + Base64.encode(signature, alphabet: .url)
     }
 }

@@ -23,7 +23,12 @@ public enum SSEEncoder {
         }
         if let id { writeField(&buffer, "id", id) }
         if let event { writeField(&buffer, "event", event) }
-        for line in lines(data) { writeField(&buffer, "data", line) }
+        if data.utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) {
+            for line in lines(data) { writeField(&buffer, "data", line) }
+        } else {
+            // One line (an event's JSON always is: its line breaks are escaped).
+            writeField(&buffer, "data", data)
+        }
         if let retry { writeField(&buffer, "retry", String(retry)) }
         buffer.writeInteger(UInt8(ascii: "\n"))
     }

@@ -537,11 +537,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let duplicates = results.lazy.filter(\.duplicate).count
                 if results.count > duplicates { self.server.metrics.eventsIngested.increment(by: results.count - duplicates) }
                 if duplicates > 0 { self.server.metrics.eventsDuplicate.increment(by: duplicates) }
-                let accepted = JSON.array(results.map { r in
-                    .object([("execution_id", .string(r.topic.execution)), ("workspace_id", .string(r.topic.workspace)),
-                        ("seq", .number(Double(r.seq))), ("duplicate", .bool(r.duplicate))])
-                })
-                self.respondJSON(context: context, status: .accepted, json: .object([("accepted", accepted)]), close: !keepAlive)
+                self.respondJSON(context: context, status: .accepted, text: Self.acceptedJSON(results), close: !keepAlive)
             case .failure(BrokerError.executionOwnedElsewhere(let index, _)):
                 // The owner's name is not disclosed: it is another workspace's business.
                 let field = !batch ? "execution_id" : "events[\(index)].execution_id"
@@ -639,7 +635,33 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func respondJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, json: JSON, close: Bool,
         extraHeaders: [(name: String, value: String)] = [])
     {
-        var body = ByteBuffer(string: json.serialized)
+        respondJSON(context: context, status: status, text: json.serialized, close: close, extraHeaders: extraHeaders)
+    }
+
+    /// The 202 answer's body, `{"accepted":[{"execution_id":…,"workspace_id":…,"seq":N,"duplicate":false},…]}`,
+    /// written straight into one string: every ingestion request is answered with it.
+    static func acceptedJSON(_ results: [PublishResult]) -> String {
+        var out = #"{"accepted":["#
+        out.reserveCapacity(16 + results.count * 96)
+        for (index, result) in results.enumerated() {
+            out += index == 0 ? #"{"execution_id":"# : #",{"execution_id":"#
+            JSON.writeString(result.topic.execution, to: &out)
+            out += #","workspace_id":"#
+            JSON.writeString(result.topic.workspace, to: &out)
+            out += #","seq":"#
+            out += String(result.seq)
+            out += result.duplicate ? #","duplicate":true}"# : #","duplicate":false}"#
+        }
+        out += "]}"
+        return out
+    }
+
+    private func respondJSON(context: ChannelHandlerContext, status: HTTPResponseStatus, text: String, close: Bool,
+        extraHeaders: [(name: String, value: String)] = [])
+    {
+        var body = ByteBuffer()
+        body.reserveCapacity(text.utf8.count + 1)
+        body.writeString(text)
         body.writeString("\n")
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json")

@@ -14,6 +14,20 @@ final class JSONTests: XCTestCase {
         XCTAssertEqual(JSON.string("\u{01}\u{2028}").serialized, #""\u0001\u2028""#)
     }
 
+    func testStringsWithoutEscapesAreWrittenWholeAndOthersScalarByScalar() {
+        // Plain ASCII and UTF-8 without escapes, a lead byte 0xE2 that is not U+2028 (€, U+2029's neighbours), and
+        // escapes at the start and the end.
+        let cases: [(String, String)] = [
+            ("plain node_key-1", #""plain node_key-1""#), ("héllo 𝄞", #""héllo 𝄞""#), ("5 €", #""5 €""#),
+            ("a\u{2027}b\u{2029}", #""a\#u{2027}b\u2029""#), ("\"x\\", #""\"x\\""#), ("tab\t", #""tab\t""#),
+            ("", #""""#),
+        ]
+        for (value, expected) in cases {
+            XCTAssertEqual(JSON.string(value).serialized, expected, value)
+            XCTAssertEqual(try JSON.parse(JSON.string(value).serialized), .string(value), value)
+        }
+    }
+
     func testRefusals() {
         for bad in ["", "{", "[1,]", "{\"a\":1,}", "01", "1.", "+1", "nul", "\"\u{01}\"", "{\"a\":1,\"a\":2}", "[1] 2", "\"\\x\""] {
             XCTAssertThrowsError(try JSON.parse(bad), bad)

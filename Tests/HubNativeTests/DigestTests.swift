@@ -17,6 +17,31 @@ final class DigestTests: XCTestCase {
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
     }
 
+    func testKeyedHMACMatchesRFC4231() {
+        // Case 2 (a key shorter than the block), case 6 (131 bytes: hashed first) and case 7 (a longer message).
+        XCTAssertEqual(hex(HMACKey(Array("Jefe".utf8)).authenticate(Array("what do ya want for nothing?".utf8))),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        let long = HMACKey([UInt8](repeating: 0xaa, count: 131))
+        XCTAssertEqual(hex(long.authenticate(Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8))),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+        let message = "This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."
+        XCTAssertEqual(hex(long.authenticate(Array(message.utf8))),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2")
+        XCTAssertEqual(hex(HMACKey([UInt8]()).authenticate([UInt8]())),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+    }
+
+    func testKeyedHMACOfTwoPartsIsThatOfTheirJoinAndTheKeyIsReused() {
+        let key = HMACKey(Array("engine-secret".utf8))
+        let body = Array("{\"execution_id\":\"e1\"}".utf8)
+        for cut in 0...body.count {
+            XCTAssertEqual(key.authenticate(body[..<cut], body[cut...]),
+                Digest.hmacSHA256(key: Array("engine-secret".utf8), message: body), "cut at \(cut)")
+        }
+        XCTAssertEqual(key.authenticate("1700000000.".utf8, body),
+            Digest.hmacSHA256(key: Array("engine-secret".utf8), message: Array("1700000000.".utf8) + body))
+    }
+
     func testConstantTimeEquals() {
         XCTAssertTrue(Digest.constantTimeEquals([1, 2, 3] as [UInt8], [1, 2, 3] as [UInt8]))
         XCTAssertFalse(Digest.constantTimeEquals([1, 2, 3] as [UInt8], [1, 2, 4] as [UInt8]))
