@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 /// The event types an execution reports.
 public enum EventType: String, CaseIterable, Sendable {
     case executionStarted = "execution.started"
@@ -83,35 +88,35 @@ public struct DeliveredEventHeader: Equatable, Sendable {
 
     /// Reads the header of a delivered event object; nil when `json` does not start like one.
     public static func parse<Bytes: Collection<UInt8>>(_ json: Bytes) -> DeliveredEventHeader? {
-        var i = json.startIndex
+        if let header = json.withContiguousStorageIfAvailable({ parse(bytes: $0) }) { return header }
+        return Array(json).withUnsafeBufferPointer { parse(bytes: $0) }
+    }
+
+    /// `parse` on the bytes themselves (every event from Redis goes through it, so it is not generic).
+    private static func parse(bytes json: UnsafeBufferPointer<UInt8>) -> DeliveredEventHeader? {
+        var i = 0
         func literal(_ s: StaticString) -> Bool {
-            var j = i
-            for c in UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount) {
-                guard j != json.endIndex, json[j] == c else { return false }
-                j = json.index(after: j)
-            }
-            i = j
+            let count = s.utf8CodeUnitCount
+            guard json.count - i >= count, memcmp(json.baseAddress! + i, s.utf8Start, count) == 0 else { return false }
+            i += count
             return true
         }
         func until(_ quote: UInt8) -> String? {
-            var bytes: [UInt8] = []
-            while i != json.endIndex, json[i] != quote {
-                bytes.append(json[i])
-                i = json.index(after: i)
-            }
-            guard i != json.endIndex else { return nil }
-            i = json.index(after: i)
-            return String(decoding: bytes, as: UTF8.self)
+            let start = i
+            while i < json.count, json[i] != quote { i += 1 }
+            guard i < json.count else { return nil }
+            i += 1
+            return String(decoding: UnsafeBufferPointer(rebasing: json[start..<(i - 1)]), as: UTF8.self)
         }
         guard literal(#"{"execution":""#), let execution = until(0x22), literal(#","workspace":""#),
             let workspace = until(0x22), literal(#","seq":"#)
         else { return nil }
         var seq: UInt64 = 0
         var digits = 0
-        while i != json.endIndex, (0x30...0x39).contains(json[i]), digits < 19 {
+        while i < json.count, (0x30...0x39).contains(json[i]), digits < 19 {
             seq = seq * 10 + UInt64(json[i] - 0x30)
             digits += 1
-            i = json.index(after: i)
+            i += 1
         }
         guard digits > 0, literal(#","event":""#), let name = until(0x22), let type = EventType(rawValue: name) else { return nil }
         let topic = TopicKey(workspace: workspace, execution: execution)

@@ -349,7 +349,12 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     }
 
     private func encoded(_ json: [UInt8], _ state: ChannelState) -> EncodedEvent? {
-        guard let header = DeliveredEventHeader.parse(json), header.topic.execution == state.execution else { return nil }
+        guard let header = DeliveredEventHeader.parse(json) else { return nil }
+        return encoded(json, header: header, state)
+    }
+
+    private func encoded(_ json: [UInt8], header: DeliveredEventHeader, _ state: ChannelState) -> EncodedEvent? {
+        guard header.topic.execution == state.execution else { return nil }
         if let cached = state.recent[header.seq] { return cached }
         let event = encoder.encode(header, json: String(decoding: json, as: UTF8.self))
         state.remember(event)
@@ -374,10 +379,10 @@ public final class RedisBroker: Broker, @unchecked Sendable {
             break
         case .message(let channel, let payload):
             guard let execution = keys.execution(ofChannel: channel), let state = channels[execution] else { return }
-            if DeliveredEventHeader.parse(payload) == nil {
+            guard let header = DeliveredEventHeader.parse(payload) else {
                 return normalizeSeed(payload, execution: execution)
             }
-            guard let event = encoded(payload, state) else { return }
+            guard let event = encoded(payload, header: header, state) else { return }
             handOn(event, state)
         }
     }

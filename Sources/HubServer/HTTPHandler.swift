@@ -481,8 +481,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 close: true, extraHeaders: [("Allow", "POST")])
             return
         }
-        let type = head.headers.first(name: "Content-Type")?.split(separator: ";").first?.trimmingCharacters(in: " ").lowercased()
-        guard type == "application/json" else {
+        let contentType = head.headers.first(name: "Content-Type")
+        // As engines send it, or else parsed: parameters dropped, spaces trimmed, any case.
+        guard contentType == "application/json"
+            || contentType?.split(separator: ";").first?.trimmingCharacters(in: " ").lowercased() == "application/json"
+        else {
             respond(context: context, status: .unsupportedMediaType, code: "unsupported_media_type",
                 message: "Content-Type must be application/json", close: true)
             return

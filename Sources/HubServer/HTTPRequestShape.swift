@@ -11,10 +11,12 @@ enum HTTPRequestShape {
     }
 
     static func problem(_ head: HTTPRequestHead) -> Problem? {
-        if head.version == .http1_1 && head.headers[canonicalForm: "host"].count != 1 {
+        if head.version == .http1_1 && !hasOneHost(head.headers) {
             return Problem(status: .badRequest, code: "malformed_request",
                 message: "an HTTP/1.1 request needs exactly one Host header")
         }
+        // Most requests have no Transfer-Encoding: no list to build for them.
+        guard head.headers.contains(name: "transfer-encoding") else { return nil }
         let codings = head.headers[canonicalForm: "transfer-encoding"].map { $0.lowercased() }
         if let last = codings.last {
             // The body's length is known only if chunked is the final coding; anything else cannot be framed.
@@ -28,5 +30,15 @@ enum HTTPRequestShape {
             }
         }
         return nil
+    }
+
+    /// Exactly one Host value: one header without a comma (the usual case, checked without building the list of
+    /// values), or else one value in the canonical form (a comma-separated list split, empty items dropped).
+    private static func hasOneHost(_ headers: HTTPHeaders) -> Bool {
+        let values = headers["host"]
+        if values.count == 1, !values[0].utf8.contains(UInt8(ascii: ",")), !values[0].allSatisfy({ $0 == " " || $0 == "\t" }) {
+            return true
+        }
+        return headers[canonicalForm: "host"].count == 1
     }
 }

@@ -138,12 +138,18 @@ final class DeliveredEventHeaderTests: XCTestCase {
         XCTAssertEqual(json, #"{"execution":"run:42","workspace":"w-1","seq":1234,"event":"node.completed","node_key":"fetch","timestamp":"2026-11-29T10:00:00Z","data":{"status":"completed"}}"#)
         XCTAssertEqual(DeliveredEventHeader.parse(Array(json.utf8)),
             DeliveredEventHeader(topic: event.topic, seq: 1234, type: .nodeCompleted))
+        // Bytes that are not contiguous in memory, and a slice that does not start at index 0.
+        XCTAssertEqual(DeliveredEventHeader.parse(AnyCollection(Array(json.utf8))),
+            DeliveredEventHeader(topic: event.topic, seq: 1234, type: .nodeCompleted))
+        XCTAssertEqual(DeliveredEventHeader.parse(Array(("xx" + json).utf8).dropFirst(2)),
+            DeliveredEventHeader(topic: event.topic, seq: 1234, type: .nodeCompleted))
     }
 
     func testAnythingElseIsNotAHeader() {
         for text in [#"{"event":"node.log","execution_id":"e1"}"#, #"{"execution":"e1","workspace":"w1","seq":x,"event":"node.log"}"#,
             #"{"execution":"e1","workspace":"w1","seq":1,"event":"node.exploded"}"#, #"{"execution":"e 1","workspace":"w1","seq":1,"event":"node.log"}"#,
-            #"{"execution":"e1","workspace":"w1","seq":1"#, ""]
+            #"{"execution":"e1","workspace":"w1","seq":1"#, #"{"execution":"e1","workspace":"w1","seq":1,"event":"node.log"#,
+            #"{"execution":"e1"#, #"{"execution":"e1","workspace":"w1","seq":,"event":"node.log"}"#, "{", ""]
         {
             XCTAssertNil(DeliveredEventHeader.parse(Array(text.utf8)), text)
         }

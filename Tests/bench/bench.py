@@ -178,8 +178,18 @@ class Context:
         return f"c{self.prefixes}x"
 
 
+def make_server(ctx, name):
+    """A server of SERVERS by name; `hub@DIR` and `hub+redis@DIR` run the `hub` binary in DIR instead (another build,
+    measured in the same run: `--servers hub,hub@/tmp/before`)."""
+    base, _, other = name.partition("@")
+    if not other:
+        return SERVERS[name](ctx)
+    redis = {"hub": None, "hub+redis": ctx.redis}[base]
+    return Hub(other, ctx.tmp, redis=redis, prefix=f"b{time.monotonic_ns()}", args=BENCH_LIMITS)
+
+
 def run_with(ctx, name, fn):
-    server = SERVERS[name](ctx)
+    server = make_server(ctx, name)
     try:
         return fn(server)
     finally:
@@ -347,6 +357,8 @@ def table(results, names):
     add = lines.append
     # The ratios: the hub against Nchan on each broker, and against the floor (what the host allows) when it ran.
     pairs = [("hub", "nchan"), ("hub+redis", "nchan+redis")] + ([("hub", "floor")] if "floor" in names else [])
+    # Another build of the hub measured in the same run: this one against it.
+    pairs += [(n.partition("@")[0], n) for n in names if "@" in n]
     head = "| workload | " + " | ".join(names) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |"
     add(head)
     add("|" + "---|" * (len(names) + 1 + len(pairs)))
@@ -382,7 +394,8 @@ def table(results, names):
         row(f"idle memory per {transport} connection, each one added from {low} to {high}",
             {name: marginal(name) for name in names}, fmt_kib, True)
     for key, label in (("latency_1k", "1k subscribers"), ("latency_10k", "10k subscribers"),
-                       ("latency_10k_sse", "10k SSE subscribers"), ("many", "1,000 subscribers on one execution")):
+                       ("latency_10k_sse", "10k SSE subscribers"), ("many", "1,000 subscribers on one execution"),
+                       ("ingest", "100 executions with one subscriber each (per event)")):
         if key not in results:
             continue
         r = results[key]
@@ -446,7 +459,7 @@ def servers_in(results):
     for workload in results.values():
         if isinstance(workload, dict):
             seen.update(k[0] if isinstance(k, tuple) else k for k in workload)
-    return [name for name in SERVERS if name in seen]
+    return [name for name in SERVERS if name in seen] + sorted(name for name in seen if "@" in name)
 
 
 def load_results(path):
@@ -461,9 +474,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small smoke version (CI)")
     parser.add_argument("--bin", help="folder with release builds of hub and loadgen (default: build them)")
-    parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,compression")
+    parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,ingest,compression")
     parser.add_argument("--servers", help=f"comma-separated, of {','.join(SERVERS)} (default: all; with --table, those "
-                        "in the results). floor: `loadgen floor`, a server that does nothing but the system calls")
+                        "in the results). floor: `loadgen floor`, a server that does nothing but the system calls; "
+                        "hub@DIR, hub+redis@DIR: the hub binary in DIR (another build, compared in the same run)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each latency workload, the servers taking turns; the table gives medians")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
@@ -478,7 +492,7 @@ def main():
     else:
         bin_dir = build_release()
     names = args.servers.split(",") if args.servers else list(SERVERS)
-    only = set(args.only.split(",")) if args.only else {"idle", "latency", "saturation", "many", "compression"}
+    only = set(args.only.split(",")) if args.only else {"idle", "latency", "saturation", "many", "ingest", "compression"}
     tmp = tempfile.mkdtemp(prefix="hub-bench-")
     ctx = Context(bin_dir, tmp, args.quick)
     q = args.quick
@@ -500,6 +514,12 @@ def main():
         if "many" in only:
             results["many"] = steady(ctx, names, "ws", 100 if q else 1000, 1, (100 if q else 1000) * 20, 2 if q else 10,
                                      rounds=rounds)
+        if "ingest" in only:
+            # What an event costs apart from its fan-out: 500 events/s to 100 executions, each watched by one
+            # subscriber, so that each delivery is one event's whole path (request, signature, decoding, storing,
+            # encoding, the answer and one write).
+            results["ingest"] = steady(ctx, names, "ws", 20 if q else 100, 20 if q else 100, 100 if q else 500,
+                                       2 if q else 10, rounds=rounds)
         if "saturation" in only:
             steps = [2000, 4000] if q else [50000, 80000, 100000, 110000, 120000, 130000, 140000, 160000, 180000,
                                             200000, 220000, 240000, 260000, 280000, 300000]
@@ -527,7 +547,7 @@ def main():
     with open(args.out, "w") as f:
         json.dump({k if isinstance(k, str) else str(k): (v if not isinstance(v, dict) else {str(a): b for a, b in v.items()})
                    for k, v in results.items()}, f, indent=1, default=str)
-    bad = [f"{k}/{n}" for k in ("latency_1k", "latency_10k", "latency_10k_sse", "many") if k in results
+    bad = [f"{k}/{n}" for k in ("latency_1k", "latency_10k", "latency_10k_sse", "many", "ingest") if k in results
            for n, r in results[k].items() if not clean(r)]
     if bad:
         print(f"\nruns with lost, duplicated or out-of-order messages: {', '.join(bad)}")
