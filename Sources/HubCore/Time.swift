@@ -17,12 +17,40 @@ public enum RFC3339 {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         if month <= 2 { year += 1 }
-        func pad(_ v: Int64, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
+        // Years 0 to 9999 are written digit by digit into 24 bytes (every event that carries no timestamp gets one);
+        // others, with their sign and all their digits.
+        guard (0...9999).contains(year) else {
+            func pad(_ v: Int64, _ width: Int) -> String {
+                let s = String(v)
+                return String(repeating: "0", count: max(0, width - s.count)) + s
+            }
+            return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(Int64(secOfDay / 3600), 2)):"
+                + "\(pad(Int64(secOfDay / 60 % 60), 2)):\(pad(Int64(secOfDay % 60), 2)).\(pad(Int64(millis), 3))Z"
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(Int64(secOfDay / 3600), 2)):"
-            + "\(pad(Int64(secOfDay / 60 % 60), 2)):\(pad(Int64(secOfDay % 60), 2)).\(pad(Int64(millis), 3))Z"
+        return String(unsafeUninitializedCapacity: 24) { out in
+            func put(_ value: Int, _ width: Int, at end: Int) {
+                var v = value
+                for index in stride(from: end - 1, through: end - width, by: -1) {
+                    out[index] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+                    v /= 10
+                }
+            }
+            put(Int(year), 4, at: 4)
+            out[4] = UInt8(ascii: "-")
+            put(Int(month), 2, at: 7)
+            out[7] = UInt8(ascii: "-")
+            put(Int(day), 2, at: 10)
+            out[10] = UInt8(ascii: "T")
+            put(secOfDay / 3600, 2, at: 13)
+            out[13] = UInt8(ascii: ":")
+            put(secOfDay / 60 % 60, 2, at: 16)
+            out[16] = UInt8(ascii: ":")
+            put(secOfDay % 60, 2, at: 19)
+            out[19] = UInt8(ascii: ".")
+            put(millis, 3, at: 23)
+            out[23] = UInt8(ascii: "Z")
+            return 24
+        }
     }
 
     /// Whether `text` is an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`).

@@ -55,6 +55,12 @@ final class TimeTests: XCTestCase {
         XCTAssertEqual(RFC3339.format(unixMilliseconds: 0), "1970-01-01T00:00:00.000Z")
         XCTAssertEqual(RFC3339.format(unixMilliseconds: 1_764_072_000_123), "2025-11-25T12:00:00.123Z")
         XCTAssertEqual(RFC3339.format(unixMilliseconds: 951_782_400_000), "2000-02-29T00:00:00.000Z")
+        // Every field at its widest, the last millisecond of a year, before 1970, and outside years 0-9999.
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 253_402_300_799_999), "9999-12-31T23:59:59.999Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 1_798_761_599_009), "2026-12-31T23:59:59.009Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: -1), "1969-12-31T23:59:59.999Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_135_596_800_000), "0001-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 253_402_300_800_000), "10000-01-01T00:00:00.000Z")
     }
 
     func testValidation() {
