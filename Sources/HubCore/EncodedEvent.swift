@@ -37,12 +37,15 @@ public final class EncodedEvent: Sendable {
         self.type = type
         self.json = json
         encodedAt = NIODeadline.now().uptimeNanoseconds
-        // `{"type":"event",` followed by the delivered object without its opening brace.
-        var message = ByteBuffer()
-        message.reserveCapacity(json.utf8.count + 16)
-        message.writeStaticString(#"{"type":"event","#)
-        message.writeSubstring(json.dropFirst())
-        webSocketFrame = FrameEncoder.frame(opcode: .text, payload: message)
+        // `{"type":"event",` followed by the delivered object without its opening brace, behind the frame's header:
+        // built in place, in one buffer.
+        let length = json.utf8.count + 15
+        var frame = ByteBuffer()
+        frame.reserveCapacity(FrameEncoder.headerSize(payloadLength: length) + length)
+        FrameEncoder.writeHeader(into: &frame, opcode: .text, payloadLength: length)
+        frame.writeStaticString(#"{"type":"event","#)
+        frame.writeSubstring(json.dropFirst())
+        webSocketFrame = frame
         // The JSON holds no raw line breaks (they are escaped), so it is one data line.
         var sse = ByteBuffer()
         sse.reserveCapacity(json.utf8.count + 40)

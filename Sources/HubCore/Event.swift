@@ -54,17 +54,32 @@ public struct ProgressEvent: Equatable, Sendable {
     /// The delivered event object (Protocol/README.md §2) for sequence number `seq`, serialized:
     /// `DeliveredEventHeader.prefix` followed by `deliveredTail`.
     public func deliveredJSON(seq: UInt64) -> String {
-        DeliveredEventHeader.prefix(workspace: topic.workspace, execution: topic.execution, seq: seq) + deliveredTail
+        var out = DeliveredEventHeader.prefix(workspace: topic.workspace, execution: topic.execution, seq: seq)
+        writeDeliveredTail(to: &out)
+        return out
     }
 
     /// The delivered object after its `seq` member: `"event":…,"node_key":…,"timestamp":…,"data":{…}}`. The Redis
     /// broker's publish script puts the prefix (with the seq it assigns) in front of it.
     public var deliveredTail: String {
-        var fields: [(String, JSON)] = [("event", .string(type.rawValue))]
-        if let nodeKey { fields.append(("node_key", .string(nodeKey))) }
-        fields.append(("timestamp", .string(timestamp)))
-        fields.append(("data", data))
-        return String(JSON.object(fields).serialized.dropFirst())
+        var out = ""
+        writeDeliveredTail(to: &out)
+        return out
+    }
+
+    /// Appends `deliveredTail` to `out`, member by member (no object of the members is built).
+    func writeDeliveredTail(to out: inout String) {
+        out += #""event":"#
+        JSON.writeString(type.rawValue, to: &out)
+        if let nodeKey {
+            out += #","node_key":"#
+            JSON.writeString(nodeKey, to: &out)
+        }
+        out += #","timestamp":"#
+        JSON.writeString(timestamp, to: &out)
+        out += #","data":"#
+        data.write(to: &out)
+        out += "}"
     }
 }
 

@@ -41,6 +41,18 @@ final class EncodedEventTests: XCTestCase {
         XCTAssertEqual(Array(out.readableBytesView), plain.payload)
     }
 
+    /// The frame built in place is the frame of the message: with a 2-byte length (126 to 65,535) and an 8-byte one.
+    func testTheFrameIsTheEncodedFrameOfTheMessageAtEveryLengthForm() {
+        for size in [1, 200, 65_400, 70_000] {
+            let event = ProgressEvent(type: .nodeLog, topic: topic, nodeKey: "n", timestamp: "2026-11-25T12:00:00Z",
+                idempotencyKey: nil, data: .object([("message", .string(String(repeating: "x", count: size)))]))
+            let encoded = EventEncoder().encode(SequencedEvent(seq: 3, event: event))
+            let message = ByteBuffer(string: #"{"type":"event","# + encoded.json.dropFirst())
+            XCTAssertEqual(encoded.webSocketFrame, FrameEncoder.frame(opcode: .text, payload: message), "\(size)")
+            XCTAssertEqual(encoded.webSocketFrame.getInteger(at: 1, as: UInt8.self), size < 65_400 ? 126 : 127)
+        }
+    }
+
     /// The compressed form is made by the first subscriber that needs it and shared after: a second caller, with
     /// another loop's deflater, gets the same bytes in the same storage.
     func testTheCompressedFrameIsMadeOnceAndShared() {

@@ -151,6 +151,25 @@ final class DeliveredEventHeaderTests: XCTestCase {
             DeliveredEventHeader(topic: event.topic, seq: 1234, type: .nodeCompleted))
     }
 
+    func testTheTailIsTheDeliveredObjectAfterItsSeqWithAndWithoutANodeKey() throws {
+        let events = [
+            ProgressEvent(type: .executionCompleted, topic: TopicKey(workspace: "w", execution: "e"), nodeKey: nil,
+                timestamp: "2026-11-29T10:00:00Z", idempotencyKey: nil, data: .object([])),
+            ProgressEvent(type: .nodeLog, topic: TopicKey(workspace: "w", execution: "e"), nodeKey: "n-\u{e9}",
+                timestamp: "2026-11-29T10:00:00.5+01:00", idempotencyKey: "k",
+                data: .object([("level", .string("info")), ("message", .string("a \"quoted\"\nline"))])),
+        ]
+        XCTAssertEqual(events[0].deliveredTail, #""event":"execution.completed","timestamp":"2026-11-29T10:00:00Z","data":{}}"#)
+        XCTAssertEqual(events[1].deliveredTail, #""event":"node.log","node_key":"n-\#u{e9}","timestamp":"2026-11-29T10:00:00.5+01:00","data":{"level":"info","message":"a \"quoted\"\nline"}}"#)
+        for event in events {
+            let parsed = try JSON.parse(event.deliveredJSON(seq: 9))
+            XCTAssertEqual(parsed["seq"], .number(9))
+            XCTAssertEqual(parsed["event"], .string(event.type.rawValue))
+            XCTAssertEqual(parsed["node_key"], event.nodeKey.map { .string($0) })
+            XCTAssertEqual(parsed["data"], event.data)
+        }
+    }
+
     func testAnythingElseIsNotAHeader() {
         for text in [#"{"event":"node.log","execution_id":"e1"}"#, #"{"execution":"e1","workspace":"w1","seq":x,"event":"node.log"}"#,
             #"{"execution":"e1","workspace":"w1","seq":1,"event":"node.exploded"}"#, #"{"execution":"e 1","workspace":"w1","seq":1,"event":"node.log"}"#,
