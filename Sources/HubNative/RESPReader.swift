@@ -166,29 +166,38 @@ private final class ElementBudget {
 /// Redis commands encoded by hiredis's `redisFormatCommandArgv` (binary-safe arguments).
 public enum RESPCommand {
     public static func format(_ arguments: [[UInt8]]) -> [UInt8] {
+        withFormatted(arguments) { Array($0) }
+    }
+
+    /// Hands `body` the command as hiredis formats it (valid during the call only). The arguments are laid end to end
+    /// in one allocation for the call, so that hiredis reads them from there.
+    public static func withFormatted<R>(_ arguments: [[UInt8]], _ body: (UnsafeRawBufferPointer) -> R) -> R {
         precondition(!arguments.isEmpty, "a command needs a name")
         var lengths = arguments.map { $0.count }
-        // Keep every argument alive and contiguous for the duration of the call.
-        let storage = arguments.map { bytes -> UnsafeMutablePointer<CChar> in
-            let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(bytes.count, 1))
-            bytes.withUnsafeBytes { raw in
-                if let base = raw.baseAddress {
-                    UnsafeMutableRawPointer(p).copyMemory(from: base, byteCount: bytes.count)
+        let total = lengths.reduce(0, +)
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(total, 1)) { joined in
+            var argv: [UnsafePointer<CChar>?] = []
+            argv.reserveCapacity(arguments.count)
+            var offset = 0
+            for bytes in arguments {
+                bytes.withUnsafeBytes { raw in
+                    if let base = raw.baseAddress {
+                        UnsafeMutableRawPointer(joined.baseAddress! + offset).copyMemory(from: base, byteCount: raw.count)
+                    }
+                }
+                argv.append(UnsafePointer(joined.baseAddress! + offset))
+                offset += bytes.count
+            }
+            var target: UnsafeMutablePointer<CChar>?
+            let length = argv.withUnsafeMutableBufferPointer { argvPtr in
+                lengths.withUnsafeMutableBufferPointer { lenPtr in
+                    redisFormatCommandArgv(&target, Int32(arguments.count), argvPtr.baseAddress, lenPtr.baseAddress)
                 }
             }
-            return p
+            precondition(length > 0 && target != nil, "redisFormatCommandArgv: out of memory")
+            defer { redisFreeCommand(target) }
+            return body(UnsafeRawBufferPointer(start: target, count: Int(length)))
         }
-        defer { storage.forEach { $0.deallocate() } }
-        var argv: [UnsafePointer<CChar>?] = storage.map { UnsafePointer($0) }
-        var target: UnsafeMutablePointer<CChar>?
-        let length = argv.withUnsafeMutableBufferPointer { argvPtr in
-            lengths.withUnsafeMutableBufferPointer { lenPtr in
-                redisFormatCommandArgv(&target, Int32(arguments.count), argvPtr.baseAddress, lenPtr.baseAddress)
-            }
-        }
-        precondition(length > 0 && target != nil, "redisFormatCommandArgv: out of memory")
-        defer { redisFreeCommand(target) }
-        return Array(UnsafeRawBufferPointer(start: target, count: Int(length)))
     }
 
     public static func format(_ arguments: String...) -> [UInt8] {

@@ -45,6 +45,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private var outgoing: [ObjectIdentifier: (router: LoopRouter, events: [EncodedEvent])] = [:]
     private var flushScheduled = false
     private let available = NIOLockedValueBox(false)
+    /// The publish script's first arguments, the same for every call.
+    private let publishArguments: [[UInt8]]
 
     /// Per-hub state of one execution channel, confined to the broker's loop.
     private final class ChannelState: @unchecked Sendable {
@@ -101,6 +103,11 @@ public final class RedisBroker: Broker, @unchecked Sendable {
         self.loop = loop
         self.logger = logger
         self.keys = RedisKeys(prefix: configuration.redis.keyPrefix)
+        publishArguments = [
+            Array(keys.prefix.utf8), Array(String(configuration.historyTTLMilliseconds).utf8),
+            Array(String(configuration.maxEventsPerExecution).utf8), Array(String(configuration.counterTTLMilliseconds).utf8),
+            Array(String(2 * configuration.maxEventsPerExecution).utf8),
+        ]
         self.clock = clock
         var decoder = IngestDecoder()
         decoder.outputPreviewBytes = outputPreviewBytes
@@ -195,11 +202,8 @@ public final class RedisBroker: Broker, @unchecked Sendable {
     private func store(_ events: [ProgressEvent]) -> EventLoopFuture<[PublishResult]> {
         var keyList: [String] = []
         keyList.reserveCapacity(events.count * 3)
-        var arguments: [[UInt8]] = [
-            Array(keys.prefix.utf8), Array(String(configuration.historyTTLMilliseconds).utf8),
-            Array(String(configuration.maxEventsPerExecution).utf8), Array(String(configuration.counterTTLMilliseconds).utf8),
-            Array(String(2 * configuration.maxEventsPerExecution).utf8),
-        ]
+        var arguments = publishArguments
+        arguments.reserveCapacity(arguments.count + events.count * 4)
         for event in events {
             let execution = event.topic.execution
             keyList += [keys.meta(execution), keys.log(execution), keys.idempotency(execution)]

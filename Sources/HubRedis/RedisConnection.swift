@@ -256,7 +256,7 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
 extension RESPCommand {
     /// A command as a `ByteBuffer`, ready to write.
     static func buffer(_ arguments: [[UInt8]]) -> ByteBuffer {
-        ByteBuffer(bytes: format(arguments))
+        withFormatted(arguments) { ByteBuffer(bytes: $0) }
     }
 
     static func buffer(_ arguments: String...) -> ByteBuffer {

@@ -68,5 +68,11 @@ final class RESPReaderTests: XCTestCase {
             Array("*2\r\n$4\r\nECHO\r\n$3\r\n".utf8) + [0, 13, 10] + Array("\r\n".utf8))
         XCTAssertEqual(String(decoding: RESPCommand.format([Array("PING".utf8), []]), as: UTF8.self),
             "*2\r\n$4\r\nPING\r\n$0\r\n\r\n")
+        // Arguments laid end to end keep their own bounds: empty ones between others, and a long one.
+        let long = [UInt8](repeating: 0x61, count: 300)
+        XCTAssertEqual(RESPCommand.format([Array("EVALSHA".utf8), [], [0xFF], [], long, Array("k".utf8)]),
+            Array("*6\r\n$7\r\nEVALSHA\r\n$0\r\n\r\n$1\r\n".utf8) + [0xFF] + Array("\r\n$0\r\n\r\n$300\r\n".utf8) + long
+                + Array("\r\n$1\r\nk\r\n".utf8))
+        XCTAssertEqual(RESPCommand.format([[], []]), Array("*2\r\n$0\r\n\r\n$0\r\n\r\n".utf8))
     }
 }
