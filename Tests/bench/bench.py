@@ -178,18 +178,8 @@ class Context:
         return f"c{self.prefixes}x"
 
 
-def make_server(ctx, name):
-    """A server of SERVERS by name; `hub@DIR` and `hub+redis@DIR` run the `hub` binary in DIR instead (another build,
-    measured in the same run: `--servers hub,hub@/tmp/before`)."""
-    base, _, other = name.partition("@")
-    if not other:
-        return SERVERS[name](ctx)
-    redis = {"hub": None, "hub+redis": ctx.redis}[base]
-    return Hub(other, ctx.tmp, redis=redis, prefix=f"b{time.monotonic_ns()}", args=BENCH_LIMITS)
-
-
 def run_with(ctx, name, fn):
-    server = make_server(ctx, name)
+    server = SERVERS[name](ctx)
     try:
         return fn(server)
     finally:
@@ -357,8 +347,6 @@ def table(results, names):
     add = lines.append
     # The ratios: the hub against Nchan on each broker, and against the floor (what the host allows) when it ran.
     pairs = [("hub", "nchan"), ("hub+redis", "nchan+redis")] + ([("hub", "floor")] if "floor" in names else [])
-    # Another build of the hub measured in the same run: this one against it.
-    pairs += [(n.partition("@")[0], n) for n in names if "@" in n]
     head = "| workload | " + " | ".join(names) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |"
     add(head)
     add("|" + "---|" * (len(names) + 1 + len(pairs)))
@@ -459,7 +447,7 @@ def servers_in(results):
     for workload in results.values():
         if isinstance(workload, dict):
             seen.update(k[0] if isinstance(k, tuple) else k for k in workload)
-    return [name for name in SERVERS if name in seen] + sorted(name for name in seen if "@" in name)
+    return [name for name in SERVERS if name in seen]
 
 
 def load_results(path):
@@ -476,8 +464,7 @@ def main():
     parser.add_argument("--bin", help="folder with release builds of hub and loadgen (default: build them)")
     parser.add_argument("--only", help="comma-separated workloads: idle,latency,saturation,many,ingest,compression")
     parser.add_argument("--servers", help=f"comma-separated, of {','.join(SERVERS)} (default: all; with --table, those "
-                        "in the results). floor: `loadgen floor`, a server that does nothing but the system calls; "
-                        "hub@DIR, hub+redis@DIR: the hub binary in DIR (another build, compared in the same run)")
+                        "in the results). floor: `loadgen floor`, a server that does nothing but the system calls")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each latency workload, the servers taking turns; the table gives medians")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
