@@ -8,7 +8,7 @@ of this package): the server runs pinned to CPU 0, the load generator (and Redis
 seconds and RSS are read from /proc. Every run counts lost, duplicated and out-of-order messages; a run with any of
 them is marked.
 
-    python3 Tests/bench/bench.py              # the full run (about 25 minutes), prints the table
+    python3 Tests/bench/bench.py              # the full run (about 28 minutes), prints the table
     python3 Tests/bench/bench.py --quick      # a small smoke version (CI)
 
 Needs: release builds of `hub` and `loadgen` (the script builds them), nginx with libnginx-mod-nchan, redis-server.
