@@ -18,7 +18,7 @@ public enum RFC3339 {
         let month = mp < 10 ? mp + 3 : mp - 9
         if month <= 2 { year += 1 }
         // Years 0 to 9999 are written digit by digit into 24 bytes (every event that carries no timestamp gets one);
-        // others, with their sign and all their digits.
+        // others field by field, each padded to its width.
         guard (0...9999).contains(year) else {
             func pad(_ v: Int64, _ width: Int) -> String {
                 let s = String(v)

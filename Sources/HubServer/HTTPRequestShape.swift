@@ -32,11 +32,11 @@ enum HTTPRequestShape {
         return nil
     }
 
-    /// Exactly one Host value: one header without a comma (the usual case, checked without building the list of
-    /// values), or else one value in the canonical form (a comma-separated list split, empty items dropped).
+    /// Exactly one Host value: one non-empty header without a comma (the usual case, checked without building the
+    /// list of values), or else one value in the canonical form (split on commas, empty pieces dropped).
     private static func hasOneHost(_ headers: HTTPHeaders) -> Bool {
         let values = headers["host"]
-        if values.count == 1, !values[0].utf8.contains(UInt8(ascii: ",")), !values[0].allSatisfy({ $0 == " " || $0 == "\t" }) {
+        if values.count == 1, !values[0].isEmpty, !values[0].utf8.contains(UInt8(ascii: ",")) {
             return true
         }
         return headers[canonicalForm: "host"].count == 1

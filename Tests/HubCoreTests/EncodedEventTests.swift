@@ -51,6 +51,13 @@ final class EncodedEventTests: XCTestCase {
             XCTAssertEqual(encoded.webSocketFrame, FrameEncoder.frame(opcode: .text, payload: message), "\(size)")
             XCTAssertEqual(encoded.webSocketFrame.getInteger(at: 1, as: UInt8.self), size < 65_400 ? 126 : 127)
         }
+        // A short delivered object (as one may arrive from Redis) fits the 7-bit length.
+        let short = EncodedEvent(topic: TopicKey(workspace: "w", execution: "e"), seq: 3, type: .nodeLog,
+            json: #"{"execution":"e","workspace":"w","seq":3,"event":"node.log","data":{}}"#)
+        let message = ByteBuffer(string: #"{"type":"event","# + short.json.dropFirst())
+        XCTAssertLessThanOrEqual(message.readableBytes, 125)
+        XCTAssertEqual(short.webSocketFrame, FrameEncoder.frame(opcode: .text, payload: message))
+        XCTAssertEqual(short.webSocketFrame.getInteger(at: 1, as: UInt8.self), UInt8(message.readableBytes))
     }
 
     /// The compressed form is made by the first subscriber that needs it and shared after: a second caller, with

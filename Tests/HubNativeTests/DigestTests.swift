@@ -1,3 +1,4 @@
+import Foundation
 import HubNative
 import XCTest
 
@@ -29,6 +30,34 @@ final class DigestTests: XCTestCase {
             "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2")
         XCTAssertEqual(hex(HMACKey([UInt8]()).authenticate([UInt8]())),
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+    }
+
+    func testKeyedHMACAroundTheBlockSize() {
+        // Keys of 63 and 64 bytes are padded, one of 65 is hashed first: each as the one-shot HMAC computes it.
+        let message = Array("around the block".utf8)
+        for length in [63, 64, 65] {
+            let key = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+            XCTAssertEqual(HMACKey(key).authenticate(message), Digest.hmacSHA256(key: key, message: message), "\(length)")
+        }
+    }
+
+    func testOneKeyServesSeveralThreadsAtOnce() {
+        let key = HMACKey(Array("shared".utf8))
+        let expected = (0..<8).map { Digest.hmacSHA256(key: Array("shared".utf8), message: Array("message \($0)".utf8)) }
+        let wrong = Tally()
+        DispatchQueue.concurrentPerform(iterations: 8) { thread in
+            var mine = 0
+            for _ in 0..<2_000 where key.authenticate(Array("message \(thread)".utf8)) != expected[thread] { mine += 1 }
+            wrong.add(mine)
+        }
+        XCTAssertEqual(wrong.total, 0)
+    }
+
+    private final class Tally: @unchecked Sendable {
+        private let lock = NSLock()
+        private var count = 0
+        func add(_ n: Int) { lock.withLock { count += n } }
+        var total: Int { lock.withLock { count } }
     }
 
     func testKeyedHMACOfTwoPartsIsThatOfTheirJoinAndTheKeyIsReused() {

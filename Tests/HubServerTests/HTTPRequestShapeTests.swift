@@ -18,6 +18,12 @@ final class HTTPRequestShapeTests: XCTestCase {
         XCTAssertNil(HTTPRequestShape.problem(head([("Host", "hub")])))
         XCTAssertEqual(HTTPRequestShape.problem(head([])), noHost)
         XCTAssertEqual(HTTPRequestShape.problem(head([("Host", "a"), ("host", "b")])), noHost)
+        // One header may still hold no value or two (a comma-separated list); one value with an empty piece is one.
+        XCTAssertEqual(HTTPRequestShape.problem(head([("Host", "")])), noHost)
+        XCTAssertEqual(HTTPRequestShape.problem(head([("Host", "a, b")])), noHost)
+        XCTAssertEqual(HTTPRequestShape.problem(head([("Host", "a,b")])), noHost)
+        XCTAssertNil(HTTPRequestShape.problem(head([("Host", "hub,")])))
+        XCTAssertNil(HTTPRequestShape.problem(head([("HOST", "hub:8080")])))
         // HTTP/1.0 had no Host requirement.
         XCTAssertNil(HTTPRequestShape.problem(head([], version: .http1_0)))
     }
