@@ -17,17 +17,17 @@ public enum RFC3339 {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         if month <= 2 { year += 1 }
-        // Years 0 to 9999 are written digit by digit into 24 bytes (every event that carries no timestamp gets one);
-        // others field by field, each padded to its width.
-        guard (0...9999).contains(year) else {
-            func pad(_ v: Int64, _ width: Int) -> String {
-                let s = String(v)
-                return String(repeating: "0", count: max(0, width - s.count)) + s
-            }
-            return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(Int64(secOfDay / 3600), 2)):"
-                + "\(pad(Int64(secOfDay / 60 % 60), 2)):\(pad(Int64(secOfDay % 60), 2)).\(pad(Int64(millis), 3))Z"
+        // Written digit by digit (every event that carries no timestamp gets one): 24 bytes for years 0 to 9999, the
+        // only ones RFC 3339 has; others as ISO 8601 writes them, with a sign if negative and more digits if needed.
+        let magnitude = Int(year.magnitude)
+        var yearWidth = 4
+        var beyond = magnitude / 10000
+        while beyond > 0 {
+            yearWidth += 1
+            beyond /= 10
         }
-        return String(unsafeUninitializedCapacity: 24) { out in
+        let lead = (year < 0 ? 1 : 0) + yearWidth
+        return String(unsafeUninitializedCapacity: lead + 20) { out in
             func put(_ value: Int, _ width: Int, at end: Int) {
                 var v = value
                 for index in stride(from: end - 1, through: end - width, by: -1) {
@@ -35,25 +35,25 @@ public enum RFC3339 {
                     v /= 10
                 }
             }
-            put(Int(year), 4, at: 4)
-            out[4] = UInt8(ascii: "-")
-            put(Int(month), 2, at: 7)
-            out[7] = UInt8(ascii: "-")
-            put(Int(day), 2, at: 10)
-            out[10] = UInt8(ascii: "T")
-            put(secOfDay / 3600, 2, at: 13)
-            out[13] = UInt8(ascii: ":")
-            put(secOfDay / 60 % 60, 2, at: 16)
-            out[16] = UInt8(ascii: ":")
-            put(secOfDay % 60, 2, at: 19)
-            out[19] = UInt8(ascii: ".")
-            put(millis, 3, at: 23)
-            out[23] = UInt8(ascii: "Z")
-            return 24
+            if year < 0 { out[0] = UInt8(ascii: "-") }
+            put(magnitude, yearWidth, at: lead)
+            out[lead] = UInt8(ascii: "-")
+            put(Int(month), 2, at: lead + 3)
+            out[lead + 3] = UInt8(ascii: "-")
+            put(Int(day), 2, at: lead + 6)
+            out[lead + 6] = UInt8(ascii: "T")
+            put(secOfDay / 3600, 2, at: lead + 9)
+            out[lead + 9] = UInt8(ascii: ":")
+            put(secOfDay / 60 % 60, 2, at: lead + 12)
+            out[lead + 12] = UInt8(ascii: ":")
+            put(secOfDay % 60, 2, at: lead + 15)
+            out[lead + 15] = UInt8(ascii: ".")
+            put(millis, 3, at: lead + 19)
+            out[lead + 19] = UInt8(ascii: "Z")
+            return lead + 20
         }
     }
 
-    /// Whether `text` is an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`).
     static func daysIn(month: Int, year: Int) -> Int {
         switch month {
         case 2: return year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) ? 29 : 28
@@ -62,6 +62,7 @@ public enum RFC3339 {
         }
     }
 
+    /// Whether `text` is an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`).
     public static func isValid(_ text: String) -> Bool {
         let b = Array(text.utf8)
         func digits(_ from: Int, _ count: Int) -> Int? {

@@ -1,7 +1,7 @@
 import CHubCrypto
 
-/// SHA-1 and HMAC-SHA256 through OpenSSL libcrypto's one-shot functions (OpenSSL 3: `EVP_Digest` and `HMAC`,
-/// not the deprecated `SHA1_Init` family).
+/// SHA-1 through OpenSSL libcrypto's one-shot `EVP_Digest` (not the deprecated `SHA1_Init` family), and HMAC-SHA256
+/// through `HMACKey`.
 public enum Digest {
     /// SHA-1 of `bytes` (20 bytes). Used for the WebSocket accept key (RFC 6455 §4.2.2).
     public static func sha1<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> [UInt8] {
@@ -16,30 +16,11 @@ public enum Digest {
         return out
     }
 
-    /// HMAC-SHA256 of `message` under `key` (32 bytes).
+    /// HMAC-SHA256 of `message` under `key` (32 bytes), for a key used once; `HMACKey` keeps one for many messages.
     public static func hmacSHA256<Key: Collection<UInt8>, Message: Collection<UInt8>>(
         key: Key, message: Message
     ) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 32)
-        var outLength: UInt32 = 0
-        let result = withContiguousBytes(key) { keyPtr in
-            withContiguousBytes(message) { msgPtr in
-                out.withUnsafeMutableBufferPointer { outPtr in
-                    // A zero-length key still needs a non-null pointer for OpenSSL.
-                    var empty: UInt8 = 0
-                    return withUnsafePointer(to: &empty) { emptyPtr in
-                        HMAC(
-                            EVP_sha256(),
-                            keyPtr.baseAddress ?? UnsafeRawPointer(emptyPtr), Int32(keyPtr.count),
-                            msgPtr.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyPtr, msgPtr.count,
-                            outPtr.baseAddress, &outLength
-                        )
-                    }
-                }
-            }
-        }
-        precondition(result != nil && outLength == 32, "HMAC(SHA-256) failed")
-        return out
+        HMACKey(key).authenticate(message)
     }
 
     /// Compares two byte strings in time that depends only on their lengths (OpenSSL `CRYPTO_memcmp`).
@@ -65,8 +46,8 @@ func withContiguousBytes<Bytes: Collection<UInt8>, R>(
 }
 
 /// HMAC-SHA256 under one key, for many messages: the key's inner and outer pads are digested once, here, and each
-/// message starts from copies of those two SHA-256 states (RFC 2104). The one-shot `HMAC` of OpenSSL 3 looks up the
-/// MAC and the digest and digests both pads again on every call, which cost the hub about 15 µs per signed request.
+/// message starts from copies of those two SHA-256 states (RFC 2104). OpenSSL 3's one-shot `HMAC` looks up the MAC
+/// and the digest and digests both pads again on every call, which cost the hub about 15 µs per signed request.
 ///
 /// Immutable after `init`: the two states are only ever copied, so one key may serve several threads.
 public final class HMACKey: @unchecked Sendable {

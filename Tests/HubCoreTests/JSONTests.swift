@@ -61,6 +61,10 @@ final class TimeTests: XCTestCase {
         XCTAssertEqual(RFC3339.format(unixMilliseconds: -1), "1969-12-31T23:59:59.999Z")
         XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_135_596_800_000), "0001-01-01T00:00:00.000Z")
         XCTAssertEqual(RFC3339.format(unixMilliseconds: 253_402_300_800_000), "10000-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_167_219_200_000), "0000-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_167_219_200_001), "-0001-12-31T23:59:59.999Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_198_755_200_000), "-0001-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: 3_156_641_884_800_000), "102000-01-01T00:00:00.000Z")
     }
 
     func testValidation() {
