@@ -2,8 +2,8 @@
 public enum RFC3339 {
     /// `2026-11-25T12:00:00.123Z` for Unix milliseconds.
     public static func format(unixMilliseconds ms: Int64) -> String {
-        let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
-        let millis = Int(ms - seconds * 1000)
+        let seconds = ms >= 0 ? ms / 1000 : (ms + 1) / 1000 - 1  // floor, without overflow at Int64.min
+        let millis = Int(ms % 1000 < 0 ? ms % 1000 + 1000 : ms % 1000)
         var days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
         let secOfDay = Int(seconds - days * 86400)
         // Howard Hinnant's civil_from_days.
@@ -18,7 +18,7 @@ public enum RFC3339 {
         let month = mp < 10 ? mp + 3 : mp - 9
         if month <= 2 { year += 1 }
         // Written digit by digit (every event that carries no timestamp gets one): 24 bytes for years 0 to 9999, the
-        // only ones RFC 3339 has; others as ISO 8601 writes them, with a sign if negative and more digits if needed.
+        // only ones RFC 3339 has; others with a '-' if negative and more digits if needed.
         let magnitude = Int(year.magnitude)
         var yearWidth = 4
         var beyond = magnitude / 10000

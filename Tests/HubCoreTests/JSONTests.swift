@@ -65,6 +65,8 @@ final class TimeTests: XCTestCase {
         XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_167_219_200_001), "-0001-12-31T23:59:59.999Z")
         XCTAssertEqual(RFC3339.format(unixMilliseconds: -62_198_755_200_000), "-0001-01-01T00:00:00.000Z")
         XCTAssertEqual(RFC3339.format(unixMilliseconds: 3_156_641_884_800_000), "102000-01-01T00:00:00.000Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: .max), "292278994-08-17T07:12:55.807Z")
+        XCTAssertEqual(RFC3339.format(unixMilliseconds: .min), "-292275055-05-16T16:47:04.192Z")
     }
 
     func testValidation() {
