@@ -5,14 +5,14 @@ import NIOCore
 import NIOHTTP1
 
 /// Routes HTTP/1.1 requests before any upgrade. A WebSocket upgrade is done with the hub's own handshake
-/// (`Handshake.accept`); then this handler and NIO's HTTP codec leave the pipeline and `WebSocketHandler` is the only
-/// handler left.
+/// (`Handshake.accept`); then this handler, NIO's HTTP decoder and the response writer leave the pipeline and
+/// `WebSocketHandler` is the only handler left.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let server: ServerContext
-    private let encoder: HTTPResponseEncoder
+    private let encoder: HTTPResponseWriter
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var head: HTTPRequestHead?
     /// The body of an ingestion request, bounded by `maxIngestBytes`.
@@ -51,7 +51,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
     private var lastResponse: EventLoopFuture<Void>?
 
-    init(server: ServerContext, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    init(server: ServerContext, encoder: HTTPResponseWriter, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.server = server
         self.encoder = encoder
         self.decoder = decoder
@@ -232,7 +232,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func handle(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        let isUpgrade = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+        // Read only by the routes that answer here (not by ingestion, the most frequent request).
+        let isUpgrade = { head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" } }
         switch server.route(for: head.uri) {
         case .some(let route) where route.opensConnection && server.state.isDraining:
             refuseWhileDraining(context: context)
@@ -256,9 +257,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             headers.add(name: "Content-Type", value: file.contentType)
             headers.add(name: "Content-Length", value: String(file.body.readableBytes))
             headers.add(name: "Cache-Control", value: "no-cache")
-            if isUpgrade || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            if isUpgrade() || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
             sendRaw(context: context, status: .ok, headers: headers, body: head.method == .HEAD ? nil : file.body,
-                close: isUpgrade || !head.isKeepAlive)
+                close: isUpgrade() || !head.isKeepAlive)
         case .some(.demoSession):
             let token = server.tokens.mint(subject: "demo-viewer", workspaces: [DemoRunner.workspace],
                 expiresAt: server.nowSeconds + 3600)
@@ -273,14 +274,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .some(.health):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
-                    message: "use GET", close: isUpgrade, extraHeaders: [("Allow", "GET, HEAD")])
+                    message: "use GET", close: isUpgrade(), extraHeaders: [("Allow", "GET, HEAD")])
                 return
             }
-            respond(context: context, status: .ok, code: nil, message: "ok", close: isUpgrade || !head.isKeepAlive)
+            respond(context: context, status: .ok, code: nil, message: "ok", close: isUpgrade() || !head.isKeepAlive)
         case .some(.metrics):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
-                    message: "use GET", close: isUpgrade, extraHeaders: [("Allow", "GET, HEAD")])
+                    message: "use GET", close: isUpgrade(), extraHeaders: [("Allow", "GET, HEAD")])
                 return
             }
             let text = server.exposition()
@@ -288,13 +289,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             headers.add(name: "Content-Type", value: "text/plain; version=0.0.4; charset=utf-8")
             headers.add(name: "Content-Length", value: String(text.count))
             headers.add(name: "Cache-Control", value: "no-cache")
-            if isUpgrade || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+            if isUpgrade() || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
             sendRaw(context: context, status: .ok, headers: headers,
-                body: head.method == .HEAD ? nil : context.channel.allocator.buffer(bytes: text), close: isUpgrade || !head.isKeepAlive)
+                body: head.method == .HEAD ? nil : context.channel.allocator.buffer(bytes: text), close: isUpgrade() || !head.isKeepAlive)
         case .some(.ready):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",
-                    message: "use GET", close: isUpgrade, extraHeaders: [("Allow", "GET, HEAD")])
+                    message: "use GET", close: isUpgrade(), extraHeaders: [("Allow", "GET, HEAD")])
                 return
             }
             // Ready: accepting (not draining), and the broker (Redis, when configured) reachable.
@@ -306,10 +307,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 fields.append(("redis", .string(server.broker.isAvailable ? "up" : "down")))
             }
             respondJSON(context: context, status: available ? .ok : .serviceUnavailable, json: .object(fields),
-                close: isUpgrade || !head.isKeepAlive, extraHeaders: available ? [] : [("Retry-After", "1")])
+                close: isUpgrade() || !head.isKeepAlive, extraHeaders: available ? [] : [("Retry-After", "1")])
         case .none:
             respond(context: context, status: .notFound, code: "not_found", message: "no route for \(head.uri.redactedPath)",
-                close: isUpgrade || !head.isKeepAlive)
+                close: isUpgrade() || !head.isKeepAlive)
         }
     }
 

@@ -104,7 +104,7 @@ public final class HubServer: Sendable {
                     }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let encoder = HTTPResponseEncoder()
+                    let encoder = HTTPResponseWriter()
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
                     let http = HTTPHandler(server: context, encoder: encoder, decoder: decoder)
                     try channel.pipeline.syncOperations.addHandlers([encoder, decoder, http])

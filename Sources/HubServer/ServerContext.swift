@@ -74,8 +74,10 @@ final class ServerContext: Sendable {
     }
 
     func route(for uri: String) -> Route? {
-        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
+        // The path without the query, as a view of `uri`: routing a request copies nothing.
+        let path = uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { uri[..<$0] } ?? uri[...]
         switch path {
+        case "/v1/jobs/progress": return .ingest
         case "/ws/echo": return configuration.echo ? .echo : nil
         case "/healthz": return .health
         case "/readyz": return .ready
@@ -83,10 +85,9 @@ final class ServerContext: Sendable {
         case "/v1/ws": return configuration.webSocketEnabled ? .webSocket : nil
         case "/demo/session": return demo != nil ? .demoSession : nil
         case "/demo/executions": return demo != nil ? .demoExecutions : nil
-        case "/client/hub.js": return .staticFile(path)
-        case _ where path.hasPrefix("/demo") && StaticFiles.routes[path] != nil:
-            return demo != nil ? .staticFile(path) : nil
-        case "/v1/jobs/progress": return .ingest
+        case "/client/hub.js": return .staticFile(String(path))
+        case _ where path.hasPrefix("/demo") && StaticFiles.routes[String(path)] != nil:
+            return demo != nil ? .staticFile(String(path)) : nil
         default:
             // /api/v1/workspaces/{workspace}/executions/{execution}/stream
             let parts = path.split(separator: "/", omittingEmptySubsequences: false)
