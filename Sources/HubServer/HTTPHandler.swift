@@ -171,6 +171,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let head):
             // The request timer keeps running until the request ends: a body that trickles is cut off too.
             self.head = head
+            encoder.expectResponse(toHEAD: head.method == .HEAD)
             if head.headerBytes > server.configuration.maxHeaderBytes {
                 respond(context: context, status: .requestHeaderFieldsTooLarge, code: "headers_too_large",
                     message: "request head larger than \(server.configuration.maxHeaderBytes) bytes", close: true)
@@ -257,9 +258,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             headers.add(name: "Content-Type", value: file.contentType)
             headers.add(name: "Content-Length", value: String(file.body.readableBytes))
             headers.add(name: "Cache-Control", value: "no-cache")
-            if isUpgrade() || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            sendRaw(context: context, status: .ok, headers: headers, body: head.method == .HEAD ? nil : file.body,
-                close: isUpgrade() || !head.isKeepAlive)
+            let close = isUpgrade() || !head.isKeepAlive
+            if close { headers.add(name: "Connection", value: "close") }
+            sendRaw(context: context, status: .ok, headers: headers, body: file.body, close: close)
         case .some(.demoSession):
             let token = server.tokens.mint(subject: "demo-viewer", workspaces: [DemoRunner.workspace],
                 expiresAt: server.nowSeconds + 3600)
@@ -289,9 +290,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             headers.add(name: "Content-Type", value: "text/plain; version=0.0.4; charset=utf-8")
             headers.add(name: "Content-Length", value: String(text.count))
             headers.add(name: "Cache-Control", value: "no-cache")
-            if isUpgrade() || !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            sendRaw(context: context, status: .ok, headers: headers,
-                body: head.method == .HEAD ? nil : context.channel.allocator.buffer(bytes: text), close: isUpgrade() || !head.isKeepAlive)
+            let close = isUpgrade() || !head.isKeepAlive
+            if close { headers.add(name: "Connection", value: "close") }
+            sendRaw(context: context, status: .ok, headers: headers, body: context.channel.allocator.buffer(bytes: text),
+                close: close)
         case .some(.ready):
             guard head.method == .GET || head.method == .HEAD else {
                 respond(context: context, status: .methodNotAllowed, code: "method_not_allowed",

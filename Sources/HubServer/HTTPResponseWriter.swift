@@ -5,9 +5,11 @@ import NIOHTTP1
 /// copied after it, reach the channel as one write when the response ends (or at a flush), so a response costs one
 /// `write(2)` and one pending write, not three.
 ///
-/// The hub frames every response itself, with a `Content-Length` (never chunked, never trailers), and sends no body
-/// with a response to HEAD. So heads are written as given: the bytes are those of NIO's `HTTPResponseEncoder` for
-/// the same parts (`HTTPResponseWriterTests`), without its framing fix-ups, which have nothing to do here.
+/// The hub frames every response itself, with a `Content-Length` (never chunked, never trailers), so heads are
+/// written as given: the bytes are those of NIO's `HTTPResponseEncoder` for the same parts (`HTTPResponseWriterTests`),
+/// without its framing fix-ups, which have nothing to do here. A response to HEAD keeps the head a GET would get and
+/// loses its body here, in one place: `HTTPHandler` tells the writer the method of each request it answers
+/// (`expectResponse(toHEAD:)`), in order, and each response head takes the first one not yet answered.
 final class HTTPResponseWriter: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = IOData
@@ -19,11 +21,21 @@ final class HTTPResponseWriter: ChannelOutboundHandler, RemovableChannelHandler 
     private var pending: ByteBuffer?
     /// The promise of the parts in `pending` (several are chained: the first completes the others).
     private var pendingPromise: EventLoopPromise<Void>?
+    /// For each request not yet answered, in order: whether it is a HEAD request.
+    private var requests = CircularBuffer<Bool>(initialCapacity: 1)
+    /// Set from a response head to HEAD until its end: body parts are dropped.
+    private var bodyless = false
+
+    /// The next request to answer, in request order: a response to HEAD is written without its body.
+    func expectResponse(toHEAD: Bool) {
+        requests.append(toHEAD)
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let head):
             passOn(context: context)
+            bodyless = requests.popFirst() ?? false
             var buffer = context.channel.allocator.buffer(capacity: 256)
             buffer.writeResponseLine(head)
             for (name, value) in head.headers {
@@ -35,6 +47,9 @@ final class HTTPResponseWriter: ChannelOutboundHandler, RemovableChannelHandler 
             buffer.writeStaticString("\r\n")
             pending = buffer
             chain(promise, context: context)
+        case .body where bodyless:
+            // Completed in order with the response, like the bytes it stands for.
+            chain(promise, context: context)
         case .body(.byteBuffer(let body)) where pending != nil && body.readableBytes <= Self.maxJoinedBody:
             pending!.writeImmutableBuffer(body)
             chain(promise, context: context)
@@ -43,6 +58,7 @@ final class HTTPResponseWriter: ChannelOutboundHandler, RemovableChannelHandler 
             context.write(wrapOutboundOut(body), promise: promise)
         case .end:
             // Trailers need chunked framing, which the hub never uses: like NIO's encoder without it, none are sent.
+            bodyless = false
             chain(promise, context: context)
             passOn(context: context)
         }
@@ -56,6 +72,16 @@ final class HTTPResponseWriter: ChannelOutboundHandler, RemovableChannelHandler 
     func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
         passOn(context: context)
         context.leavePipeline(removalToken: removalToken)
+    }
+
+    /// Removed with the channel's pipeline (the channel closed) while a response was half written: it can no longer
+    /// be written (nor could it with NIO's encoder: a close fails the writes not yet flushed), and whoever waits for
+    /// it learns so.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        pending = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
     private func chain(_ promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {

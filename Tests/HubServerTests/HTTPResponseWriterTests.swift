@@ -86,21 +86,66 @@ final class HTTPResponseWriterTests: XCTestCase {
         XCTAssertEqual(mine[1].readableBytes, HTTPResponseWriter.maxJoinedBody + 1)
     }
 
-    /// Every part's promise completes once its bytes are written: the head's, the body's and the end's.
-    func testThePromisesOfEveryPartComplete() throws {
+    /// Every part's promise completes once its bytes are written, not before, and in the order of the parts: the
+    /// head's, the body's, then the end's (whose completion tells the handler the response is out).
+    func testThePromisesOfEveryPartCompleteInOrderOnceWritten() throws {
         for large in [false, true] {
             let channel = EmbeddedChannel(handler: HTTPResponseWriter())
             let text = large ? String(repeating: "y", count: HTTPResponseWriter.maxJoinedBody + 1) : "z\n"
             let promises = (0..<3).map { _ in channel.eventLoop.makePromise(of: Void.self) }
-            var done = [false, false, false]
-            for (index, promise) in promises.enumerated() { promise.futureResult.assumeIsolated().whenSuccess { done[index] = true } }
+            var completed: [Int] = []
+            for (index, promise) in promises.enumerated() {
+                promise.futureResult.assumeIsolated().whenSuccess { completed.append(index) }
+            }
             channel.write(head(.ok, [("Content-Length", "\(text.utf8.count)")]) as HTTPServerResponsePart, promise: promises[0])
             channel.write(body(text) as HTTPServerResponsePart, promise: promises[1])
-            XCTAssertEqual(done, [false, false, false], "large \(large)")
             channel.write(HTTPServerResponsePart.end(nil), promise: promises[2])
+            XCTAssertEqual(completed, [], "large \(large): nothing is written before the flush")
             channel.flush()
-            XCTAssertEqual(done, [true, true, true], "large \(large)")
+            XCTAssertEqual(completed, [0, 1, 2], "large \(large)")
             _ = try channel.finish()
         }
+    }
+
+    /// A response to HEAD keeps its head (with the Content-Length a GET would get) and loses its body; the request
+    /// after it, a GET, gets its body. Each response takes the method of the next request not yet answered.
+    func testAResponseToHEADHasNoBodyAndTheNextOneHas() throws {
+        let writer = HTTPResponseWriter()
+        writer.expectResponse(toHEAD: true)
+        writer.expectResponse(toHEAD: false)
+        let channel = EmbeddedChannel(handler: writer)
+        let bodyPromise = channel.eventLoop.makePromise(of: Void.self)
+        var bodyDone = false
+        bodyPromise.futureResult.assumeIsolated().whenSuccess { bodyDone = true }
+        channel.write(head(.ok, [("Content-Length", "16")]) as HTTPServerResponsePart, promise: nil)
+        channel.write(body("{\"status\":\"ok\"}\n") as HTTPServerResponsePart, promise: bodyPromise)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.write(head(.ok, [("Content-Length", "16")]) as HTTPServerResponsePart, promise: nil)
+        channel.write(body("{\"status\":\"ok\"}\n") as HTTPServerResponsePart, promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        var out = ""
+        while let buffer = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let b) = buffer else { continue }
+            out += String(buffer: b)
+        }
+        XCTAssertEqual(out, "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"status\":\"ok\"}\n")
+        XCTAssertTrue(bodyDone)
+        _ = try channel.finish()
+    }
+
+    /// A channel that closes with a response half written fails the promises waiting on it with the channel's error
+    /// rather than dropping them (NIO asserts on a promise that is never completed).
+    func testACloseWithAHalfWrittenResponseFailsItsPromises() throws {
+        let channel = EmbeddedChannel(handler: HTTPResponseWriter())
+        let headPromise = channel.eventLoop.makePromise(of: Void.self)
+        var result: Result<Void, Error>?
+        headPromise.futureResult.assumeIsolated().whenComplete { result = $0 }
+        channel.write(head(.ok, [("Content-Length", "2")]) as HTTPServerResponsePart, promise: headPromise)
+        XCTAssertNil(result)
+        _ = try? channel.close().wait()
+        channel.embeddedEventLoop.run()  // the pipeline's handlers are removed after the close
+        guard case .failure(let error)? = result else { return XCTFail("not failed: \(String(describing: result))") }
+        XCTAssertEqual(error as? ChannelError, .ioOnClosedChannel)
     }
 }

@@ -5,6 +5,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -141,6 +142,33 @@ def test_healthz_and_readyz(hub_factory):
     assert (status, json.loads(body)) == (200, {"status": "ready", "broker": "embedded"})
     status, headers, body = hc.request(hub, "POST", "/metrics", body=b"")
     assert status == 405 and headers["allow"] == "GET, HEAD"
+
+
+def test_head_answers_carry_no_body_and_keep_the_connection_in_step(hub_factory):
+    """HEAD to each route that takes it, pipelined on one connection before a GET: each answer is the GET's head
+    without its body, so the GET's answer after them is read whole (a body sent with a HEAD answer would be read as
+    the start of the next response)."""
+    hub = hub_factory(*W)
+    s = socket.create_connection((hub.host, hub.port), timeout=10)
+    s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"HEAD /client/hub.js HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    script_length = len(urllib.request.urlopen(f"http://{hub.host}:{hub.port}/client/hub.js", timeout=10).read())
+    not_found = b'{"error":"not_found","message":"no route for /nowhere"}\n'
+    assert data == (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 39\r\n\r\n"
+                    b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(not_found)).encode() + b"\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/javascript; charset=utf-8\r\nContent-Length: "
+                    + str(script_length).encode() + b"\r\nCache-Control: no-cache\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n"
+                    b"Connection: close\r\n\r\n{\"status\":\"ok\"}\n")
 
 
 # --- configuration -------------------------------------------------------------------------------------------------
