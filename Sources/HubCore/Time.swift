@@ -2,8 +2,10 @@
 public enum RFC3339 {
     /// `2026-11-25T12:00:00.123Z` for Unix milliseconds.
     public static func format(unixMilliseconds ms: Int64) -> String {
-        let seconds = ms >= 0 ? ms / 1000 : (ms + 1) / 1000 - 1  // floor, without overflow at Int64.min
-        let millis = Int(ms % 1000 < 0 ? ms % 1000 + 1000 : ms % 1000)
+        // Floored, without overflow at Int64.min: a negative remainder borrows one second.
+        let remainder = ms % 1000
+        let seconds = ms / 1000 - (remainder < 0 ? 1 : 0)
+        let millis = Int(remainder < 0 ? remainder + 1000 : remainder)
         var days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
         let secOfDay = Int(seconds - days * 86400)
         // Howard Hinnant's civil_from_days.

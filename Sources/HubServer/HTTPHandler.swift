@@ -12,7 +12,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let server: ServerContext
-    private let encoder: HTTPResponseWriter
+    private let writer: HTTPResponseWriter
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var head: HTTPRequestHead?
     /// The body of an ingestion request, bounded by `maxIngestBytes`.
@@ -51,9 +51,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
     private var lastResponse: EventLoopFuture<Void>?
 
-    init(server: ServerContext, encoder: HTTPResponseWriter, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    init(server: ServerContext, writer: HTTPResponseWriter, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.server = server
-        self.encoder = encoder
+        self.writer = writer
         self.decoder = decoder
     }
 
@@ -98,7 +98,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func checkRequestDeadline(context: ChannelHandlerContext, at deadline: NIODeadline) {
         // Neither the handler nor its context is kept alive by the timer: after an upgrade the whole HTTP stack
-        // (decoder, encoder, this handler) is freed at once, not when the timer fires.
+        // (decoder, response writer, this handler) is freed at once, not when the timer fires.
         requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, let context = self.context else { return }
             self.requestTimer = nil
@@ -171,7 +171,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .head(let head):
             // The request timer keeps running until the request ends: a body that trickles is cut off too.
             self.head = head
-            encoder.expectResponse(toHEAD: head.method == .HEAD)
+            writer.expectResponse(toHEAD: head.method == .HEAD)
             if head.headerBytes > server.configuration.maxHeaderBytes {
                 respond(context: context, status: .requestHeaderFieldsTooLarge, code: "headers_too_large",
                     message: "request head larger than \(server.configuration.maxHeaderBytes) bytes", close: true)
@@ -466,7 +466,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             requestTimer?.cancel()
             requestTimer = nil
             ops.removeHandler(context: context, promise: nil)
-            ops.removeHandler(encoder, promise: nil)
+            ops.removeHandler(writer, promise: nil)
             ops.removeHandler(decoder, promise: nil)
             return true
         } catch {

@@ -104,10 +104,10 @@ public final class HubServer: Sendable {
                     }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let encoder = HTTPResponseWriter()
+                    let writer = HTTPResponseWriter()
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-                    let http = HTTPHandler(server: context, encoder: encoder, decoder: decoder)
-                    try channel.pipeline.syncOperations.addHandlers([encoder, decoder, http])
+                    let http = HTTPHandler(server: context, writer: writer, decoder: decoder)
+                    try channel.pipeline.syncOperations.addHandlers([writer, decoder, http])
                 }
             }
         do {
