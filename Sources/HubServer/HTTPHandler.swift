@@ -51,21 +51,21 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The last response written on a kept-alive connection; a drain closes the connection only once it is out.
     private var lastResponse: EventLoopFuture<Void>?
 
-    init(server: ServerContext, writer: HTTPResponseWriter, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    /// `requestDeadline`: when the first request must be complete (set when the connection was accepted).
+    init(server: ServerContext, writer: HTTPResponseWriter, decoder: ByteToMessageHandler<HTTPRequestDecoder>,
+        requestDeadline: NIODeadline)
+    {
         self.server = server
         self.writer = writer
         self.decoder = decoder
+        self.requestDeadline = requestDeadline
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        // Added at the connection's first read (`ConnectionStarter`). A request that came while the hub began to
+        // drain is still answered, with `Connection: close`.
         self.context = context
-        // Accepted just as the drain began: the listener is closing, this connection is not served.
-        if server.state.isDraining {
-            done = true
-            context.close(promise: nil)
-            return
-        }
-        armRequestTimer(context: context)
+        if let requestDeadline { checkRequestDeadline(context: context, at: requestDeadline) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -104,10 +104,8 @@ public final class HubServer: Sendable {
                     }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let writer = HTTPResponseWriter()
-                    let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-                    let http = HTTPHandler(server: context, writer: writer, decoder: decoder)
-                    try channel.pipeline.syncOperations.addHandlers([writer, decoder, http])
+                    let timers = context.loops.resources(for: channel.eventLoop).timers
+                    try channel.pipeline.syncOperations.addHandler(ConnectionStarter(server: context, timers: timers))
                 }
             }
         do {

@@ -14,7 +14,7 @@ import hubclient as hc
 from conftest import collect_stderr
 from hubclient import Watcher, ingest, mint, open_live_sse, open_sse
 from protocol_schemas import validate_ws_server_message
-from rawws import RawSocket
+from rawws import RawSocket, http_request
 
 W = hc.SECRET_ARGS
 DRAIN_REASON = "hub restarting: reconnect and resume with since"
@@ -153,6 +153,21 @@ def test_drain_deadline_closes_a_peer_that_never_answers_and_still_exits_0(hub_f
     assert deaf.read_eof()
     deaf.close()
     idle.close()
+
+
+def test_drain_closes_a_connection_that_has_sent_nothing_at_once(hub_factory):
+    """A connection accepted before the drain that has not sent a byte has no request to finish: the drain closes it
+    at once (not at its request deadline, 60 s away), and the hub exits 0."""
+    hub = hub_factory(*W, "--request-timeout", "60", "--drain-timeout", "20")
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    # The hub has accepted it (an answered request on a second connection comes after the accept of the first).
+    status, _, _, _ = http_request(hub.host, hub.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    started = sigterm(hub)
+    assert sock.recv(1) == b""
+    sock.close()
+    assert hub.proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
 
 
 def test_drain_with_no_connections_exits_at_once_and_sigint_drains_too(hub_factory):

@@ -99,3 +99,39 @@ def test_sse_from_an_allowed_origin_gets_cors_headers(hub_factory):
     assert head.startswith("HTTP/1.1 200 OK")
     assert "Access-Control-Allow-Origin: https://app.example\r\n" in head
     assert "Access-Control-Allow-Credentials: true\r\n" in head
+
+
+def test_a_request_head_that_comes_in_pieces_is_answered_once_whole(hub_factory):
+    """The first request's head may take several reads (the receive buffer starts at 256 bytes; a client may send it
+    in pieces): nothing is answered until it is whole, then it is answered as usual."""
+    import socket
+    import pytest
+    hub = hub_factory()
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    for piece in (b"GET /heal", b"thz HTTP/1.1\r\nHost: x\r\n", b"Connection: close\r\n" + b"X-Pad: " + b"p" * 600 + b"\r\n"):
+        sock.sendall(piece)
+        sock.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            sock.recv(1)  # an incomplete head gets no answer
+    sock.settimeout(10)
+    sock.sendall(b"\r\n")
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
+    assert json.loads(body)["status"] == "ok"
+
+
+def test_bytes_that_cannot_start_a_request_are_refused_at_once(hub_factory):
+    """A TLS handshake (or any bytes that cannot begin a request line) sent to the plain port is refused when it
+    arrives, not at the request deadline."""
+    import time
+    hub = hub_factory("--request-timeout", "30")
+    started = time.monotonic()
+    status, _, body, closed = http_request(hub.host, hub.port, b"\x16\x03\x01\x00\x05hello")
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert json.loads(body)["error"] == "malformed_request"
+    assert closed is True
+    assert time.monotonic() - started < 10
