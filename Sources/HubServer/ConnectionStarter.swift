@@ -118,7 +118,7 @@ final class ConnectionStarter: ChannelInboundHandler, RemovableChannelHandler, T
         let pipeline = channel.pipeline.syncOperations
         pipeline.removeHandler(context: context, promise: nil)
         let writer = HTTPResponseWriter()
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let decoder = HTTPRequestReader()
         let http = HTTPHandler(server: server, writer: writer, decoder: decoder, requestDeadline: deadline)
         do {
             try pipeline.addHandlers([writer, decoder, http])

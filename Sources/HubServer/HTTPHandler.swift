@@ -5,15 +5,15 @@ import NIOCore
 import NIOHTTP1
 
 /// Routes HTTP/1.1 requests before any upgrade. A WebSocket upgrade is done with the hub's own handshake
-/// (`Handshake.accept`); then this handler, NIO's HTTP decoder and the response writer leave the pipeline and
-/// `WebSocketHandler` is the only handler left.
+/// (`Handshake.accept`); then this handler, NIO's HTTP decoder (`HTTPRequestReader`) and the response writer leave the
+/// pipeline within the read that upgraded it, and `WebSocketHandler` is the only handler left.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let server: ServerContext
     private let writer: HTTPResponseWriter
-    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    private let decoder: HTTPRequestReader
     private var head: HTTPRequestHead?
     /// The body of an ingestion request, bounded by `maxIngestBytes`.
     private var body: ByteBuffer?
@@ -52,7 +52,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var lastResponse: EventLoopFuture<Void>?
 
     /// `requestDeadline`: when the first request must be complete (set when the connection was accepted).
-    init(server: ServerContext, writer: HTTPResponseWriter, decoder: ByteToMessageHandler<HTTPRequestDecoder>,
+    init(server: ServerContext, writer: HTTPResponseWriter, decoder: HTTPRequestReader,
         requestDeadline: NIODeadline)
     {
         self.server = server
@@ -459,6 +459,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let channel = context.channel
         do {
             try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
+            // The receive buffer's size starts again from the initial one. A request that filled the first read
+            // made NIO's sizing ask for more next time, and the channel's one pooled buffer would then grow (to 512
+            // bytes, a power of two) at the connection's next read, for good: a WebSocket's frames and pongs are
+            // small. It still grows when reads fill it.
+            try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                minimum: 64, initial: server.configuration.receiveBufferInitial, maximum: 65536))
             let ops = channel.pipeline.syncOperations
             try ops.addHandler(handler)
             // Once per connection (not per request): the timer would otherwise hold its memory for up to

@@ -5,6 +5,11 @@ benchmark runs on a shared machine.
 
     python3 Tests/bench/ab.py --a OLD_BIN_DIR --b NEW_BIN_DIR                 # 1k WebSocket subscribers, 50k/s
     python3 Tests/bench/ab.py --a OLD --b NEW --transport sse --subscribers 10000 --channels 100 --rounds 4
+    python3 Tests/bench/ab.py --a OLD --b NEW --idle --server hub+redis --rounds 20   # idle memory, 1k WebSockets
+
+With --idle each round measures the idle memory per connection instead, as `bench.py` does (--subscribers connections
+on 100 channels; the server's RSS after they connect minus before, divided by their number), and the summary gives the
+least, the median and the most of each build's rounds: what one full run shows is one draw of them.
 
 Each folder holds a release `hub` (and `loadgen`; the load generator of --a is used for both). Each round starts a
 fresh server of each build in turn (a, b, a, b, ...) with fresh subscribers, warms it up with one second of light
@@ -99,6 +104,7 @@ def main():
     p.add_argument("--duration", type=float, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-perf", action="store_true", help="split CPU by utime/stime even when perf is installed")
+    p.add_argument("--idle", action="store_true", help="measure idle memory per connection instead")
     args = p.parse_args()
     use_perf = not args.no_perf and shutil.which("perf") is not None
     tmp = tempfile.mkdtemp(prefix="hub-ab-")
@@ -113,6 +119,8 @@ def main():
         os.symlink(loadgen, os.path.join(mixed, "loadgen"))
         builds[name] = mixed
     ctx = bench.Context(builds["a"], tmp, False)
+    if args.idle:
+        return idle_rounds(ctx, builds, args)
     results = {"a": [], "b": []}
     bad = 0
     try:
@@ -140,6 +148,24 @@ def main():
     if bad:
         print(f"  {bad} messages lost, duplicated or out of order")
         sys.exit(1)
+
+
+def idle_rounds(ctx, builds, args):
+    kib = {"a": [], "b": []}
+    try:
+        for r in range(args.rounds):
+            for name in ("a", "b"):
+                ctx.bin = builds[name]
+                out = bench.idle_memory(ctx, [args.server], [args.subscribers], [args.transport])
+                kib[name].append(next(iter(out.values()))["bytes_per_connection"] / 1024)
+    finally:
+        ctx.redis.stop()
+    print(f"\n{args.server}, {args.transport}, {args.subscribers} idle connections, {args.rounds} rounds; KiB per "
+          f"connection:")
+    for name in ("a", "b"):
+        values = sorted(kib[name])
+        print(f"  {name}: least {values[0]:.2f}  median {bench.median(values):.2f}  most {values[-1]:.2f}  "
+              f"above 4 KiB in {sum(v > 4 for v in values)} of {len(values)}")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,29 @@ def test_frames_sent_with_the_upgrade_request_are_answered(echo_hub):
         data += chunk
     assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     s.close()
+
+
+def test_frames_sent_with_the_upgrade_request_are_read_after_it(hub_factory):
+    """A client may send its first frames right behind the upgrade request, in the same packet: they reach the
+    WebSocket handler after the handshake, in order, and nothing of them is lost or parsed as HTTP."""
+    import os
+    import socket
+    from rawws import upgrade_request
+
+    def masked(payload):
+        mask = os.urandom(4)
+        return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    hub = hub_factory("--echo")
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    sock.sendall(upgrade_request() + masked(b"together") + masked(b"again"))
+    data = b""
+    expected = b"\x81\x08together\x81\x05again"
+    while not data.endswith(expected):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    sock.close()
+    head, _, frames = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
+    assert frames == expected
