@@ -7,7 +7,7 @@ import NIOHTTP1
 /// The opening handshake (RFC 6455 §4.2) and `Sec-WebSocket-Extensions` (§9.1, RFC 7692 §7).
 ///
 /// Input: a configuration byte (the deflate policy, and the mode), then either request bytes, which NIO's HTTP/1
-/// decoder turns into request heads exactly as in the hub's pipeline, or `Name: value` lines taken as they are (so
+/// decoder turns into request heads as in the hub's pipeline (there fed by `HTTPRequestReader`), or `Name: value` lines taken as they are (so
 /// header values can hold what an HTTP parser would refuse).
 enum HandshakeTarget {
     static func run(_ data: [UInt8]) {

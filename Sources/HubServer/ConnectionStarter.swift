@@ -7,10 +7,11 @@ import NIOHTTP1
 ///
 /// Why: connections accepted in a burst often wait a round of the event loop or more for their requests, and a
 /// request head may take more than one read (the receive buffer starts small). Until the head is whole they hold no
-/// HTTP state (decoder, response writer, request handler, a scheduled task), so the request is parsed, answered or
-/// upgraded by handlers made and freed within one read. Made at accept, the HTTP state of the connections waiting in
-/// a burst was freed among the long-lived allocations of the others, and the heap kept the holes: at 1,000 idle
-/// WebSockets the hub's RSS per connection varied by up to 0.2 KiB from run to run (README, "Memory").
+/// HTTP state (decoder, response writer, request handler, a scheduled task), so a request that is upgraded (WebSocket,
+/// SSE) is parsed and handed over by handlers made and freed within one read. Made at accept, the HTTP state of the
+/// connections waiting in a burst was freed among the long-lived allocations of the others, and the heap kept the
+/// holes: at 1,000 idle WebSockets the hub's RSS per connection varied by up to 0.3 KiB from run to run (README,
+/// "Memory").
 ///
 /// What is handed over at once, so that the HTTP handlers answer it as before: bytes that cannot start a request (the
 /// first is not an upper-case letter, as every method's is), and more than `maxHeld` bytes without a blank line.
@@ -49,6 +50,14 @@ final class ConnectionStarter: ChannelInboundHandler, RemovableChannelHandler, T
     func handlerRemoved(context: ChannelHandlerContext) {
         timers.cancel(self)
         self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // Closed before its head was whole: nothing to answer (the pipeline is torn down in a later task).
+        timers.cancel(self)
+        self.context = nil
+        held = nil
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -233,8 +233,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func handle(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        // Read only by the routes that answer here (not by ingestion, the most frequent request).
-        let isUpgrade = { head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" } }
+        // Read only by the routes that answer here (not by ingestion, the most frequent request). After an upgrade
+        // request, or a CONNECT (whose bytes after the head belong to a tunnel), NIO's parser reads no further
+        // requests on the connection: whatever the answer, the connection closes after it.
+        let isUpgrade = {
+            head.method == .CONNECT || head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+        }
         switch server.route(for: head.uri) {
         case .some(let route) where route.opensConnection && server.state.isDraining:
             refuseWhileDraining(context: context)

@@ -16,8 +16,8 @@ final class HTTPRequestReader: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = HTTPServerRequestPart
 
     private let decoder = HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)
-    /// Bytes received that the parser has not consumed: those that came while it was busy, and after an upgraded
-    /// request those that follow it.
+    /// Bytes received that the parser has not consumed: those that came while it was busy, the start of a token it
+    /// has not seen the end of, and after an upgraded request those that follow it.
     private var unread: ByteBuffer?
     /// Set while the decoder is fed: a removal (or the end of the stream) asked for meanwhile waits until it returns.
     private var decoding = false
@@ -47,14 +47,53 @@ final class HTTPRequestReader: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard !finished else { return }
-        if var earlier = unread {
-            earlier.writeBuffer(&bytes)
-            unread = earlier
-        } else {
+        // Appended in place (one owner), so that bytes the parser leaves cost no copy of all before them.
+        if unread == nil {
             unread = bytes
+        } else {
+            unread!.writeBuffer(&bytes)
         }
         guard !decoding else { return }
         feed(context: context)
+        afterDecoding(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        seeEOF(context: context)
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event as? ChannelEvent == .some(.inputClosed) { seeEOF(context: context) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        if decoding {
+            // Within a read (the usual upgrade): done once the decoder returns, still within the read, by when the
+            // handler that replaces this one has started.
+            pendingRemoval = removalToken
+        } else if let unread, unread.readableBytes > 0 {
+            // Outside a read (an upgrade handled once the answers before it were out), with bytes after the request:
+            // they go on in a task after this one, as `ByteToMessageHandler` hands them, so that the handler that
+            // replaces this one has started by then.
+            context.eventLoop.assumeIsolated().execute { self.leave(context: context, removalToken: removalToken) }
+        } else {
+            leave(context: context, removalToken: removalToken)
+        }
+    }
+
+    private func seeEOF(context: ChannelHandlerContext) {
+        if decoding {
+            pendingEOF = true
+        } else {
+            end(context: context, seenEOF: true)
+            afterDecoding(context: context)
+        }
+    }
+
+    /// What was asked for while the decoder was fed: the end of the stream, then the removal.
+    private func afterDecoding(context: ChannelHandlerContext) {
         if pendingEOF {
             pendingEOF = false
             end(context: context, seenEOF: true)
@@ -62,30 +101,6 @@ final class HTTPRequestReader: ChannelInboundHandler, RemovableChannelHandler {
         if let token = pendingRemoval {
             pendingRemoval = nil
             leave(context: context, removalToken: token)
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if decoding {
-            pendingEOF = true
-        } else {
-            end(context: context, seenEOF: true)
-        }
-        context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event as? ChannelEvent == .some(.inputClosed) {
-            if decoding { pendingEOF = true } else { end(context: context, seenEOF: true) }
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
-        if decoding {
-            pendingRemoval = removalToken
-        } else {
-            leave(context: context, removalToken: removalToken)
         }
     }
 

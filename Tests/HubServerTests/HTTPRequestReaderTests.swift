@@ -13,6 +13,8 @@ final class HTTPRequestReaderTests: XCTestCase {
         var seen: [String] = []
         var errors: [Error] = []
         var upgradeTo: ChannelHandler?
+        /// On the head of a request for `/eof`, the end of the stream comes while the decoder is still fed.
+        var endStreamOnHead = false
         private var uri = ""
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -20,6 +22,7 @@ final class HTTPRequestReaderTests: XCTestCase {
             case .head(let head):
                 uri = head.uri
                 seen.append("head \(head.method) \(head.uri) host=\(head.headers["Host"].joined(separator: ","))")
+                if head.uri == "/eof" && endStreamOnHead { context.pipeline.fireChannelInactive() }
             case .body(let bytes):
                 seen.append("body \(String(buffer: bytes))")
             case .end:
@@ -115,6 +118,54 @@ final class HTTPRequestReaderTests: XCTestCase {
         read(channel, "POST /b HTTP/1.1\r\nHost: y\r\nContent-Length: 10\r\n\r\nabc")
         channel.pipeline.fireChannelInactive()
         XCTAssertEqual(parts.seen, ["head POST /b host=y", "body abc"])
+        XCTAssertEqual(parts.errors.count, 1)
+        XCTAssertEqual(parts.errors.first as? HTTPParserError, .invalidEOFState)
+    }
+
+    func testARemovalOutsideAReadHandsTheRestOnInALaterTask() throws {
+        let (channel, parts) = try channel()
+        read(channel, "GET /later HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nfirst")
+        XCTAssertEqual(parts.seen, ["head GET /later host=x", "end"])
+        // The upgrade is handled after the read (as when answers before it were still being written).
+        let next = Bytes()
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(next)
+        let reader = try pipeline.handler(type: HTTPRequestReader.self)
+        pipeline.removeHandler(parts, promise: nil)
+        pipeline.removeHandler(reader, promise: nil)
+        read(channel, "second")
+        // Nothing yet: whoever replaced the reader starts first.
+        XCTAssertEqual(next.received, [])
+        XCTAssertNoThrow(try pipeline.handler(type: HTTPRequestReader.self))
+        channel.embeddedEventLoop.run()
+        XCTAssertEqual(next.received, ["firstsecond"])
+        XCTAssertThrowsError(try pipeline.handler(type: HTTPRequestReader.self))
+        read(channel, "third")
+        XCTAssertEqual(next.received, ["firstsecond", "third"])
+    }
+
+    func testARemovalOutsideAReadWithNothingAfterTheRequestIsAtOnce() throws {
+        let (channel, parts) = try channel()
+        read(channel, "GET /later HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        let pipeline = channel.pipeline.syncOperations
+        pipeline.removeHandler(parts, promise: nil)
+        pipeline.removeHandler(try pipeline.handler(type: HTTPRequestReader.self), promise: nil)
+        XCTAssertThrowsError(try pipeline.handler(type: HTTPRequestReader.self))
+    }
+
+    func testTheEndOfTheStreamAfterAWholeRequestIsNoError() throws {
+        let (channel, parts) = try channel()
+        read(channel, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        channel.pipeline.fireChannelInactive()
+        XCTAssertEqual(parts.seen, ["head GET /a host=x", "end"])
+        XCTAssertEqual(parts.errors.count, 0)
+    }
+
+    func testTheEndOfTheStreamWhileTheDecoderIsFedIsTakenAfterIt() throws {
+        let (channel, parts) = try channel()
+        parts.endStreamOnHead = true
+        read(channel, "POST /eof HTTP/1.1\r\nHost: y\r\nContent-Length: 10\r\n\r\nabc")
+        XCTAssertEqual(parts.seen, ["head POST /eof host=y", "body abc"])
         XCTAssertEqual(parts.errors.count, 1)
         XCTAssertEqual(parts.errors.first as? HTTPParserError, .invalidEOFState)
     }

@@ -135,3 +135,17 @@ def test_bytes_that_cannot_start_a_request_are_refused_at_once(hub_factory):
     assert json.loads(body)["error"] == "malformed_request"
     assert closed is True
     assert time.monotonic() - started < 10
+
+
+def test_a_connect_request_is_answered_and_the_connection_closed(hub_factory):
+    """After a CONNECT head the HTTP parser reads nothing more on the connection (the rest would be a tunnel's bytes),
+    so the refusal closes it at once rather than leaving it to wait for the request deadline."""
+    import time
+    hub = hub_factory("--request-timeout", "30")
+    started = time.monotonic()
+    status, headers, body, closed = http_request(hub.host, hub.port, b"CONNECT /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == "HTTP/1.1 405 Method Not Allowed"
+    assert json.loads(body) == {"error": "method_not_allowed", "message": "use GET"}
+    assert headers.get("connection") == "close"
+    assert closed is True
+    assert time.monotonic() - started < 10

@@ -130,3 +130,56 @@ def test_frames_sent_with_the_upgrade_request_are_read_after_it(hub_factory):
     head, _, frames = data.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
     assert frames == expected
+
+
+def test_an_upgrade_that_waits_behind_an_ingestion_still_gets_the_frames_sent_with_it(hub_factory, redis_server):
+    """One connection sends, in one packet: an ingestion, a WebSocket upgrade and a subscribe frame. On Redis the
+    ingestion's answer takes a round trip, so the upgrade is handled after the read, once that answer is out; the
+    frame that came with it still reaches the WebSocket session after the session has started, and is answered."""
+    import json
+    import os
+    import socket
+    import hubclient as hc
+
+    def masked(payload):
+        mask = os.urandom(4)
+        return struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    hub = hub_factory(*hc.SECRET_ARGS, "--redis", redis_server.url)
+    body = hc.compact(hc.log_event("behind-ingest", 1))
+    headers = "".join(f"{k}: {v}\r\n" for k, v in hc.signed_headers(body).items())
+    ingestion = (f"POST /v1/jobs/progress HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{headers}\r\n").encode() + body
+    upgrade = (f"GET /v1/ws?access_token={hc.mint(['w1'])} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    frame = masked(hc.compact({"op": "subscribe", "id": 7, "workspace": "w1", "execution": "behind-ingest"}))
+    sock = socket.create_connection((hub.host, hub.port), timeout=10)
+    sock.sendall(ingestion + upgrade + frame)
+    data = b""
+
+    def need(n):
+        nonlocal data
+        while len(data) < n:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+
+    def head():
+        nonlocal data
+        while b"\r\n\r\n" not in data:
+            need(len(data) + 1)
+        text, _, data = data.partition(b"\r\n\r\n")
+        return text.decode().split("\r\n")
+
+    answer = head()
+    assert answer[0] == "HTTP/1.1 202 Accepted"
+    length = next(int(line.split(":", 1)[1]) for line in answer if line.lower().startswith("content-length:"))
+    need(length)
+    assert json.loads(data[:length])["accepted"][0]["seq"] == 1
+    data = data[length:]
+    assert head()[0] == "HTTP/1.1 101 Switching Protocols"
+    need(2)
+    assert data[0] == 0x81 and data[1] < 126
+    need(2 + data[1])
+    reply = json.loads(data[2:2 + data[1]])
+    sock.close()
+    assert (reply["type"], reply["id"]) == ("subscribed", 7)
