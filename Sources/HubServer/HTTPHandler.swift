@@ -467,8 +467,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             // made NIO's sizing ask for more next time, and the channel's one pooled buffer would then grow (to 512
             // bytes, a power of two) at the connection's next read, for good: a WebSocket's frames and pongs are
             // small. It still grows when reads fill it.
-            try channel.syncOptions?.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
-                minimum: 64, initial: server.configuration.receiveBufferInitial, maximum: 65536))
+            try channel.syncOptions?.setOption(.recvAllocator, value: server.configuration.receiveAllocator)
             let ops = channel.pipeline.syncOperations
             try ops.addHandler(handler)
             // Once per connection (not per request): the timer would otherwise hold its memory for up to

@@ -92,8 +92,7 @@ public final class HubServer: Sendable {
             // One read per readiness event: NIO keeps up to this many receive buffers per connection for reuse, and
             // an idle watcher should hold one, not four.
             .childChannelOption(.maxMessagesPerRead, value: 1)
-            .childChannelOption(.recvAllocator,
-                value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: configuration.receiveBufferInitial, maximum: 65536))
+            .childChannelOption(.recvAllocator, value: configuration.receiveAllocator)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
             .childChannelInitializer { channel in
                 guard connections.add(channel) else {
@@ -185,4 +184,12 @@ func randomSecret() -> String {
 public struct StartError: Error, CustomStringConvertible {
     public let message: String
     public var description: String { message }
+}
+
+extension ServerConfiguration {
+    /// How a connection's receive buffer is sized: from `receiveBufferInitial`, growing only when reads fill it. Set
+    /// at the accept, and again at a connection's hand-over from HTTP to a WebSocket or an SSE stream.
+    var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: receiveBufferInitial, maximum: 65536)
+    }
 }
