@@ -20,6 +20,12 @@ import NIOPosix
 ///
 /// Once a connection is handed over, only this reader touches its handler and subscriber, under `lock`, which the
 /// process's commands (`reset`, `report`) take too.
+///
+/// With `spin` (`loadgen subscribe --spin`) the reader never sleeps in `epoll_wait`: it polls, and yields the core
+/// when nothing is ready. On loopback the server's `write(2)` runs this side's TCP receive path and, when this thread
+/// sleeps, wakes it, so the server pays for waking its own client, a cost a server whose clients are on other hosts
+/// does not pay (there the client's network card interrupt wakes it). Spinning takes that cost out of the server's
+/// CPU for every server alike, to measure how much of it there is.
 final class DirectReader: @unchecked Sendable {
     private struct Entry {
         let fd: Int32
@@ -32,8 +38,10 @@ final class DirectReader: @unchecked Sendable {
     private var entries: [Entry?] = []
     private var running = true
     private let pool = NIOThreadPool(numberOfThreads: 1)
+    private let spin: Bool
 
-    init() {
+    init(spin: Bool) {
+        self.spin = spin
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         precondition(epoll >= 0, "epoll_create1 failed: errno \(errno)")
     }
@@ -96,8 +104,12 @@ final class DirectReader: @unchecked Sendable {
         storage: UnsafeMutableRawBufferPointer)
     {
         while lock.withLock({ running }) {
-            let ready = epoll_wait(epoll, events, capacity, 100)
-            guard ready > 0 else { continue }
+            let ready = epoll_wait(epoll, events, capacity, spin ? 0 : 100)
+            guard ready > 0 else {
+                // Lets the other processes on this core (the publisher, Redis) run whenever they are ready.
+                if spin { sched_yield() }
+                continue
+            }
             lock.withLock {
                 for i in 0..<Int(ready) {
                     let index = Int(events[i].data.u64)

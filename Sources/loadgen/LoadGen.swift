@@ -51,12 +51,18 @@ struct Subscribe: ParsableCommand {
         Not with --reconnect, pause or resume.
         """)
     var direct = false
+    @Flag(help: """
+        With --direct: poll the connections without ever sleeping, yielding the core when none is ready, so that the \
+        server's loopback writes never have to wake this reader (a cost that remote clients do not put on a server).
+        """)
+    var spin = false
 
     func run() throws {
         guard let server = ServerKind(rawValue: server), let transport = Transport(rawValue: transport) else {
             throw ValidationError("--server is hub or nchan; --transport is ws, ws-deflate or sse")
         }
         if direct && reconnect { throw ValidationError("--direct does not reconnect: not with --reconnect") }
+        if spin && !direct { throw ValidationError("--spin is a way of reading with --direct: only with --direct") }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let settings = SubscriberSet.Settings(server: server, transport: transport, host: host, port: port,
@@ -67,7 +73,7 @@ struct Subscribe: ParsableCommand {
         try loop.submit { set.start(concurrency: concurrency) }.wait()
         let stats = set.stats
         let (ok, failed) = try set.ready.futureResult.wait()
-        let reader = direct ? try loop.submit { try set.readDirectly() }.wait() : nil
+        let reader = direct ? try loop.submit { try set.readDirectly(spin: spin) }.wait() : nil
         defer { reader?.stop() }
         // What the subscribers count, under the direct reader's lock when there is one.
         func locked<T: Sendable>(_ body: @escaping @Sendable () -> T) throws -> T {

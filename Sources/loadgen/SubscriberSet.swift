@@ -74,8 +74,8 @@ final class SubscriberSet: @unchecked Sendable {
     /// Hands every open connection to a `DirectReader` (which starts reading them) and returns it. On the loop, once
     /// every subscriber is ready; connections the server closes are not opened again, and the subscribers' channels
     /// are closed (their sockets stay open, read by the reader).
-    func readDirectly() throws -> DirectReader {
-        let reader = DirectReader()
+    func readDirectly(spin: Bool) throws -> DirectReader {
+        let reader = DirectReader(spin: spin)
         let sockets = DirectReader.socketsByLocalAddress()
         for subscriber in subscribers {
             guard let channel = subscriber.channel, channel.isActive, let handler = subscriber.handler,

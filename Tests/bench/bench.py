@@ -119,6 +119,9 @@ PIPELINE = 16
 # subscribe --direct`), not through NIO's read path, whose user-space cost per read made the load generator's own
 # queueing a large part of the latency it measured at saturation.
 READER = ["--direct"]
+# With --spin the readers never sleep (`loadgen subscribe --spin`): on loopback a server's write wakes its reader when
+# it sleeps, and pays for it, which a server whose clients are on other hosts does not. For measuring that share.
+SPIN = ["--spin"]
 
 
 def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40, settle=0.5, connections=32,
@@ -161,8 +164,9 @@ def clean(step):
 
 
 class Context:
-    def __init__(self, bin_dir, tmp, quick):
+    def __init__(self, bin_dir, tmp, quick, spin=False):
         self.bin = bin_dir
+        self.reader = READER + (SPIN if spin else [])
         self.tmp = tmp
         self.quick = quick
         self.redis = Redis(tmp)
@@ -256,7 +260,7 @@ def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, durat
         for name in names:
             def one(server):
                 prefix = ctx.prefix()
-                subs = Subscribers(ctx, server, transport, subscribers, channels, prefix, extra=READER)
+                subs = Subscribers(ctx, server, transport, subscribers, channels, prefix, extra=ctx.reader)
                 try:
                     # One small round first: every subscription is live (and caches are warm) before the measured one.
                     measure(ctx, server, subs, channels, prefix, min(200, channels * 2), 1, ctx.next_epoch(), size)
@@ -288,7 +292,7 @@ def saturation(ctx, names, subscribers, channels, steps, duration, extra=None, p
     for name in names:
         def one(server):
             prefix = ctx.prefix()
-            subs = Subscribers(ctx, server, "ws", subscribers, channels, prefix, extra=READER)
+            subs = Subscribers(ctx, server, "ws", subscribers, channels, prefix, extra=ctx.reader)
             result = {"steps": [], "best": None, "best_250": None, "sustained": None, "extra": None,
                       "publish_connections": connections, "publish_in_flight": connections * PIPELINE}
 
@@ -468,6 +472,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of each latency workload, the servers taking turns; the table gives medians")
     parser.add_argument("--out", default=os.path.join(ROOT, ".build", "bench", "results.json"))
+    parser.add_argument("--spin", action="store_true", help="the measured subscribers' readers poll without sleeping, "
+                        "so no server pays for waking them (loopback's cost, which remote clients do not put on it)")
     parser.add_argument("--table", metavar="RESULTS", help="print the table of a saved run (its results.json) and exit")
     args = parser.parse_args()
     if args.table:
@@ -481,11 +487,11 @@ def main():
     names = args.servers.split(",") if args.servers else list(SERVERS)
     only = set(args.only.split(",")) if args.only else {"idle", "latency", "saturation", "many", "ingest", "compression"}
     tmp = tempfile.mkdtemp(prefix="hub-bench-")
-    ctx = Context(bin_dir, tmp, args.quick)
+    ctx = Context(bin_dir, tmp, args.quick, args.spin)
     q = args.quick
     results = {}
     print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {mem_total()}; server on CPU {SERVER_CPU}, load on CPU "
-          f"{LOAD_CPU}", flush=True)
+          f"{LOAD_CPU}{'; readers spin' if args.spin else ''}", flush=True)
     try:
         if "idle" in only:
             results["idle"] = idle_memory(ctx, names, [200] if q else [1000, 5000, 15000], ["ws", "sse"])
