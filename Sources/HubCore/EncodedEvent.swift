@@ -3,24 +3,34 @@ import HubProtocol
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// One event in every wire form, built once and then written as the same buffers to every subscriber.
+/// One event in every wire form, each built once and then written as the same buffers to every subscriber.
+///
+/// Only the WebSocket frame is built with the event: the SSE form and the compressed frame are made when the first
+/// subscriber that needs them asks, and the delivered JSON is read back from the frame. An event that no SSE stream
+/// watches (and every event kept in history until one does) holds one copy of its JSON, not three.
 public final class EncodedEvent: Sendable {
     public let topic: TopicKey
     public let seq: UInt64
     public let type: EventType
-    /// The delivered event object (Protocol/README.md §2), compact JSON.
-    public let json: String
     /// A complete unmasked WebSocket text frame: `{"type":"event",…}`.
     public let webSocketFrame: ByteBuffer
-    /// The same message compressed (RFC 7692, RSV1 set), made when the first subscriber that uses permessage-deflate
-    /// needs it (`webSocketDeflatedFrame(_:)`): most events reach none, and compressing costs more than the rest of
-    /// the encoding.
-    private let deflated = NIOLockedValueBox<ByteBuffer?>(nil)
-    /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event.
-    public let sse: ByteBuffer
+    /// The forms made on first use (`sse`, `webSocketDeflatedFrame(_:)`), shared by every loop after that.
+    private let madeOnUse = NIOLockedValueBox(MadeOnUse())
     /// When this hub encoded the event (monotonic nanoseconds): as it was ingested here or arrived from Redis. The
     /// start of the ingest-to-write latency.
     public let encodedAt: UInt64
+
+    private struct MadeOnUse {
+        /// The message compressed (RFC 7692, RSV1 set): most events reach no subscriber that uses
+        /// permessage-deflate, and compressing costs more than the rest of the encoding.
+        var deflated: ByteBuffer?
+        /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event.
+        var sse: ByteBuffer?
+    }
+
+    /// What the frame's message puts before the delivered object's members: `{"type":"event",` (16 bytes), where
+    /// the delivered object has its opening brace.
+    private static let messagePrefix = 16
 
     /// The window every shared compressed frame uses.
     public static let sharedDeflateWindowBits = 9
@@ -30,42 +40,70 @@ public final class EncodedEvent: Sendable {
             json: sequenced.event.deliveredJSON(seq: sequenced.seq))
     }
 
-    /// Builds every wire form of a delivered event object (`json`, as `ProgressEvent.deliveredJSON` makes it).
+    /// Builds the WebSocket frame of a delivered event object (`json`, as `ProgressEvent.deliveredJSON` makes it).
     public init(topic: TopicKey, seq: UInt64, type: EventType, json: String) {
         self.topic = topic
         self.seq = seq
         self.type = type
-        self.json = json
         encodedAt = NIODeadline.now().uptimeNanoseconds
         // `{"type":"event",` followed by the delivered object without its opening brace, behind the frame's header:
         // built in place, in one buffer.
-        let length = json.utf8.count + 15
+        let length = json.utf8.count + Self.messagePrefix - 1
         var frame = ByteBuffer()
         frame.reserveCapacity(FrameEncoder.headerSize(payloadLength: length) + length)
         FrameEncoder.writeHeader(into: &frame, opcode: .text, payloadLength: length)
         frame.writeStaticString(#"{"type":"event","#)
         frame.writeSubstring(json.dropFirst())
         webSocketFrame = frame
-        // The JSON holds no raw line breaks (they are escaped), so it is one data line.
-        var sse = ByteBuffer()
-        sse.reserveCapacity(json.utf8.count + 40)
-        try! SSEEncoder.writeEvent(into: &sse, id: String(seq), event: type.rawValue, data: json)
-        self.sse = sse
     }
+
+    /// The frame's message (its payload): `{"type":"event",` and the delivered object's members.
+    private var message: ByteBuffer {
+        // The second byte holds the payload length, or 126 / 127 for a 2- / 8-byte length after it (unmasked).
+        let lengthByte = webSocketFrame.getInteger(at: webSocketFrame.readerIndex + 1, as: UInt8.self)! & 0x7F
+        let header = lengthByte < 126 ? 2 : (lengthByte == 126 ? 4 : 10)
+        return webSocketFrame.getSlice(at: webSocketFrame.readerIndex + header,
+            length: webSocketFrame.readableBytes - header)!
+    }
+
+    /// The delivered event object (Protocol/README.md §2), compact JSON, read back from the frame.
+    public var json: String {
+        let members = message.readableBytesView.dropFirst(Self.messagePrefix)
+        return String(unsafeUninitializedCapacity: members.count + 1) { out in
+            out[0] = UInt8(ascii: "{")
+            _ = UnsafeMutableBufferPointer(rebasing: out[1...]).initialize(from: members)
+            return members.count + 1
+        }
+    }
+
+    /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event: made by the first SSE stream
+    /// that needs it, on any loop, and the same bytes for every stream after it.
+    public var sse: ByteBuffer {
+        madeOnUse.withLockedValue { forms in
+            if let sse = forms.sse { return sse }
+            let json = self.json
+            var sse = ByteBuffer()
+            sse.reserveCapacity(json.utf8.count + 40)
+            // The JSON holds no raw line breaks (they are escaped), so it is one data line.
+            try! SSEEncoder.writeEvent(into: &sse, id: String(seq), event: type.rawValue, data: json)
+            forms.sse = sse
+            return sse
+        }
+    }
+
+    /// Whether the SSE form has been made (`sse`): for tests.
+    public var hasSSEForm: Bool { madeOnUse.withLockedValue { $0.sse != nil } }
 
     /// The message compressed without context and with a 512-byte window, so that one frame is valid for every
     /// connection whatever window it agreed to (the hub never agrees to less than 9). Compressed once, by the first
     /// caller, with `deflater` (its loop's, of `sharedDeflateWindowBits`); later callers on any loop get the same bytes.
     public func webSocketDeflatedFrame(_ deflater: Deflater) -> ByteBuffer {
-        deflated.withLockedValue { frame in
-            if let frame { return frame }
-            let length = json.utf8.count + 15
-            let message = webSocketFrame.getSlice(
-                at: webSocketFrame.readerIndex + FrameEncoder.headerSize(payloadLength: length), length: length)!
+        madeOnUse.withLockedValue { forms in
+            if let frame = forms.deflated { return frame }
             var compressed = ByteBuffer()
             deflater.compressMessage(message, into: &compressed)
             let made = FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed)
-            frame = made
+            forms.deflated = made
             return made
         }
     }

@@ -170,26 +170,28 @@ final class SSEHandler: EventSink, ChannelInboundHandler, RemovableChannelHandle
     // MARK: EventSink
 
     override func write(_ event: EncodedEvent, for subscription: Subscription, replay: Bool, flush: Bool) {
+        // The event's SSE form, made by the first stream that needs it (`EncodedEvent.sse`).
+        let bytes = event.sse
         if flush && output.direct && staged.isEmpty && backlog.isEmpty && writable && !finished {
             // A live event's common case, touching nothing else: the whole event to the socket. (Direct writes are
             // detached when the handler is removed, so the context is there.)
             lastSeq = event.seq
-            let sent = output.send(event.sse)
-            if sent == event.sse.readableBytes { return }
+            let sent = output.send(bytes)
+            if sent == bytes.readableBytes { return }
             guard let context else { return }
-            return handOver(event.sse, sent: sent, context: context)
+            return handOver(bytes, sent: sent, context: context)
         }
         guard let context, !finished else { return }
         if backlog.isEmpty && writable {
             lastSeq = event.seq
             if output.direct {
-                staged.append(event.sse)
-                stagedBytes += event.sse.readableBytes
+                staged.append(bytes)
+                stagedBytes += bytes.readableBytes
                 // A burst this large goes to the kernel now rather than wait for the end of the tick.
                 if flush || stagedBytes > WebSocketHandler.stagedLimit { return sendStaged(context: context) }
                 return scheduleFlush(context: context)
             }
-            toChannel(event.sse, context: context)
+            toChannel(bytes, context: context)
             if flush {
                 flushPending = false
                 flushChannel(context: context)
@@ -203,7 +205,7 @@ final class SSEHandler: EventSink, ChannelInboundHandler, RemovableChannelHandle
         }
         // Paced by the reader; a reader that falls a budget behind live traffic is cut off and resumes with
         // Last-Event-ID (an EventSource reconnects by itself).
-        backlog.append(event, subscription: subscription, live: !replay, bytes: event.sse.readableBytes)
+        backlog.append(event, subscription: subscription, live: !replay, bytes: bytes.readableBytes)
         if backlog.liveBytes > server.configuration.outboundBudget / 2 || backlog.count > OutboundBacklog.maxEntries {
             server.logger.info("closing slow SSE consumer", metadata: ["workspace": "\(topic.workspace)"])
             server.metrics.slowConsumerDisconnects(.sse).increment()

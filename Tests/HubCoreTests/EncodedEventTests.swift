@@ -47,6 +47,8 @@ final class EncodedEventTests: XCTestCase {
             let event = ProgressEvent(type: .nodeLog, topic: topic, nodeKey: "n", timestamp: "2026-11-25T12:00:00Z",
                 idempotencyKey: nil, data: .object([("message", .string(String(repeating: "x", count: size)))]))
             let encoded = EventEncoder().encode(SequencedEvent(seq: 3, event: event))
+            // The JSON read back from the frame is the delivered object, byte for byte.
+            XCTAssertEqual(encoded.json, event.deliveredJSON(seq: 3), "\(size)")
             let message = ByteBuffer(string: #"{"type":"event","# + encoded.json.dropFirst())
             XCTAssertEqual(encoded.webSocketFrame, FrameEncoder.frame(opcode: .text, payload: message), "\(size)")
             XCTAssertEqual(encoded.webSocketFrame.getInteger(at: 1, as: UInt8.self), size < 65_400 ? 126 : 127)
@@ -54,6 +56,7 @@ final class EncodedEventTests: XCTestCase {
         // A short delivered object (as one may arrive from Redis) fits the 7-bit length.
         let short = EncodedEvent(topic: TopicKey(workspace: "w", execution: "e"), seq: 3, type: .nodeLog,
             json: #"{"execution":"e","workspace":"w","seq":3,"event":"node.log","data":{}}"#)
+        XCTAssertEqual(short.json, #"{"execution":"e","workspace":"w","seq":3,"event":"node.log","data":{}}"#)
         let message = ByteBuffer(string: #"{"type":"event","# + short.json.dropFirst())
         XCTAssertLessThanOrEqual(message.readableBytes, 125)
         XCTAssertEqual(short.webSocketFrame, FrameEncoder.frame(opcode: .text, payload: message))
@@ -72,5 +75,23 @@ final class EncodedEventTests: XCTestCase {
         XCTAssertEqual(firstBase, secondBase)
         // Another event gets its own.
         XCTAssertNotEqual(encoded(2).webSocketDeflatedFrame(Deflater(windowBits: 9)), first)
+    }
+
+    /// The SSE form is made when the first stream asks for it, not with the event (most events reach no SSE stream,
+    /// and history keeps them), and the same bytes in the same storage after that.
+    func testTheSSEFormIsMadeOnFirstUseAndShared() {
+        let event = encoded(5)
+        _ = event.webSocketFrame
+        _ = event.webSocketDeflatedFrame(Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits))
+        XCTAssertFalse(event.hasSSEForm)
+        let json = #"{"execution":"run-1","workspace":"w1","seq":5,"event":"node.log","node_key":"n","#
+            + #""timestamp":"2026-11-25T12:00:00Z","data":{"level":"info","message":"line 5"}}"#
+        XCTAssertEqual(event.json, json)
+        let first = event.sse
+        XCTAssertTrue(event.hasSSEForm)
+        XCTAssertEqual(String(buffer: first), "id: 5\nevent: node.log\ndata: " + json + "\n\n")
+        let second = event.sse
+        XCTAssertEqual(first.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) },
+            second.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) })
     }
 }

@@ -6,10 +6,15 @@ benchmark runs on a shared machine.
     python3 Tests/bench/ab.py --a OLD_BIN_DIR --b NEW_BIN_DIR                 # 1k WebSocket subscribers, 50k/s
     python3 Tests/bench/ab.py --a OLD --b NEW --transport sse --subscribers 10000 --channels 100 --rounds 4
     python3 Tests/bench/ab.py --a OLD --b NEW --idle --server hub+redis --rounds 20   # idle memory, 1k WebSockets
+    python3 Tests/bench/ab.py --a OLD --b NEW --history --rounds 4    # memory per event kept in history
 
 With --idle each round measures the idle memory per connection instead, as `bench.py` does (--subscribers connections
 on 100 channels; the server's RSS after they connect minus before, divided by their number), and the summary gives the
 least, the median and the most of each build's rounds: what one full run shows is one draw of them.
+
+With --history each round measures the memory an event kept in history costs instead: the server keeps up to 1,000
+events of each of 100 executions, a publisher fills them (--rate events/s, 100,000 events in all, 40-byte markers in
+`node.log` events) with no one watching, and the server's RSS after it minus before is divided by the events accepted.
 
 Each folder holds a release `hub` (and `loadgen`; the load generator of --a is used for both). Each round starts a
 fresh server of each build in turn (a, b, a, b, ...) with fresh subscribers, warms it up with one second of light
@@ -34,7 +39,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
-from harness import Subscribers, cpu_split  # noqa: E402
+from harness import Hub, Subscribers, cpu_split, publish, rss_bytes  # noqa: E402
 
 
 def run_time(pids):
@@ -105,6 +110,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-perf", action="store_true", help="split CPU by utime/stime even when perf is installed")
     p.add_argument("--idle", action="store_true", help="measure idle memory per connection instead")
+    p.add_argument("--history", action="store_true", help="measure memory per event kept in history instead")
     args = p.parse_args()
     use_perf = not args.no_perf and shutil.which("perf") is not None
     tmp = tempfile.mkdtemp(prefix="hub-ab-")
@@ -121,6 +127,8 @@ def main():
     ctx = bench.Context(builds["a"], tmp, False)
     if args.idle:
         return idle_rounds(ctx, builds, args)
+    if args.history:
+        return history_rounds(ctx, builds, args)
     results = {"a": [], "b": []}
     bad = 0
     try:
@@ -166,6 +174,39 @@ def idle_rounds(ctx, builds, args):
         values = sorted(kib[name])
         print(f"  {name}: least {values[0]:.2f}  median {bench.median(values):.2f}  most {values[-1]:.2f}  "
               f"above 4 KiB in {sum(v > 4 for v in values)} of {len(values)}")
+
+
+def history_rounds(ctx, builds, args):
+    events_per_execution, executions = 1000, 100
+    per_event = {"a": [], "b": []}
+    rate = min(args.rate, 20_000)
+    try:
+        for r in range(args.rounds):
+            for name in ("a", "b"):
+                ctx.bin = builds[name]
+                server = Hub(ctx.bin, ctx.tmp, args=["--max-events-per-execution", str(events_per_execution),
+                                                     "--max-events-total", str(events_per_execution * executions)])
+                try:
+                    # A first light round: the code paths and the first allocations are there before the baseline.
+                    warm = ctx.prefix()
+                    publish(ctx, server, executions, warm, 2000, 0.5, ctx.next_epoch())
+                    base = rss_bytes(server.pids)
+                    pub = publish(ctx, server, executions, ctx.prefix(), rate, events_per_execution * executions / rate,
+                                  ctx.next_epoch(), connections=32, pipeline=bench.PIPELINE)
+                    accepted = sum(pub["per_channel"])
+                    assert accepted == events_per_execution * executions, f"{accepted} events accepted"
+                    per_event[name].append((rss_bytes(server.pids) - base) / accepted)
+                    print(f"round {r + 1} {name}: {per_event[name][-1]:.0f} bytes of RSS per event in history",
+                          flush=True)
+                finally:
+                    server.stop()
+    finally:
+        ctx.redis.stop()
+    print(f"\nhub, {executions} executions x {events_per_execution} events in history, {args.rounds} rounds; bytes of "
+          f"RSS per event:")
+    for name in ("a", "b"):
+        values = sorted(per_event[name])
+        print(f"  {name}: least {values[0]:.0f}  median {bench.median(values):.0f}  most {values[-1]:.0f}")
 
 
 if __name__ == "__main__":
