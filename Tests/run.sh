@@ -47,6 +47,7 @@ timeout 900 python3 Tests/bench/bench.py --quick --bin "$root/.build/release"
 timeout 300 python3 Tests/bench/bench.py --quick --bin "$root/.build/release" --only latency,many --servers hub,floor --spin
 timeout 300 python3 Tests/bench/ab.py --a "$root/.build/release" --b "$root/.build/release" --subscribers 100 \
   --rate 2000 --duration 2 --rounds 1 --no-perf
+timeout 300 python3 Tests/bench/ab.py --a "$root/.build/release" --b "$root/.build/release" --history --rounds 1
 
 echo "== soak and slow-reader smoke runs (release builds; every connection, event and close code checked)"
 timeout 600 python3 Tests/bench/soak.py --bin "$root/.build/release" --connections 2000 --executions 100 --rate 50 \

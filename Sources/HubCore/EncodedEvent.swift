@@ -1,31 +1,58 @@
 import HubNative
 import HubProtocol
 import NIOConcurrencyHelpers
-import NIOCore
+@_spi(CustomByteBufferAllocator) import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// One event in every wire form, each built once and then written as the same buffers to every subscriber.
 ///
 /// Only the WebSocket frame is built with the event: the SSE form and the compressed frame are made when the first
 /// subscriber that needs them asks, and the delivered JSON is read back from the frame. An event that no SSE stream
 /// watches (and every event kept in history until one does) holds one copy of its JSON, not three.
-public final class EncodedEvent: Sendable {
+public final class EncodedEvent: @unchecked Sendable {
     public let topic: TopicKey
     public let seq: UInt64
     public let type: EventType
     /// A complete unmasked WebSocket text frame: `{"type":"event",…}`.
     public let webSocketFrame: ByteBuffer
-    /// The forms made on first use (`sse`, `webSocketDeflatedFrame(_:)`), shared by every loop after that.
-    private let madeOnUse = NIOLockedValueBox(MadeOnUse())
+    /// The forms made on first use (`sse`, `webSocketDeflatedFrame(_:)`), shared by every loop after that; nil until
+    /// the first is made. Read and written only under `lock`. (Hence `@unchecked Sendable`: everything else is `let`.)
+    private var madeOnUse: MadeOnUse?
     /// When this hub encoded the event (monotonic nanoseconds): as it was ingested here or arrived from Redis. The
     /// start of the ingest-to-write latency.
     public let encodedAt: UInt64
 
-    private struct MadeOnUse {
+    private final class MadeOnUse {
         /// The message compressed (RFC 7692, RSV1 set): most events reach no subscriber that uses
         /// permessage-deflate, and compressing costs more than the rest of the encoding.
         var deflated: ByteBuffer?
         /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event.
         var sse: ByteBuffer?
+    }
+
+    /// The locks of the forms made on use: 64 for all events, each event's by its address. A lock of its own (a
+    /// mutex in a box, about 110 bytes) would be a fifth of what an event in history holds, and each form is made
+    /// once, so events seldom wait for one another here.
+    private static let locks: [NIOLock] = (0..<64).map { _ in NIOLock() }
+
+    private var lock: NIOLock {
+        let mixed = UInt(bitPattern: ObjectIdentifier(self)) &* 0x9E37_79B9_7F4A_7C15
+        return Self.locks[Int(truncatingIfNeeded: mixed >> 58)]
+    }
+
+    /// Runs `body` on the forms made on use, under `lock`, making their holder first if need be.
+    private func withMadeOnUse<T>(_ body: (MadeOnUse) -> T) -> T {
+        lock.withLock {
+            if let made = madeOnUse { return body(made) }
+            let made = MadeOnUse()
+            madeOnUse = made
+            return body(made)
+        }
     }
 
     /// What the frame's message puts before the delivered object's members: `{"type":"event",` (16 bytes), where
@@ -49,12 +76,28 @@ public final class EncodedEvent: Sendable {
         // `{"type":"event",` followed by the delivered object without its opening brace, behind the frame's header:
         // built in place, in one buffer.
         let length = json.utf8.count + Self.messagePrefix - 1
-        var frame = ByteBuffer()
-        frame.reserveCapacity(FrameEncoder.headerSize(payloadLength: length) + length)
+        var frame = Self.buffer(exactly: FrameEncoder.headerSize(payloadLength: length) + length)
         FrameEncoder.writeHeader(into: &frame, opcode: .text, payloadLength: length)
         frame.writeStaticString(#"{"type":"event","#)
         frame.writeSubstring(json.dropFirst())
         webSocketFrame = frame
+    }
+
+    /// An empty buffer whose storage is exactly `capacity` bytes. NIO rounds what it allocates for a buffer up to a
+    /// power of two (a 270-byte frame takes 512), and the forms of an event live as long as its history: this storage
+    /// is `malloc`'s, and the buffer frees it with the default allocator's `free`, as its own.
+    private static func buffer(exactly capacity: Int) -> ByteBuffer {
+        let size = max(capacity, 1)
+        guard let memory = malloc(size) else { fatalError("out of memory: \(size) bytes") }
+        return ByteBuffer(takingOwnershipOf: UnsafeMutableRawBufferPointer(start: memory, count: size),
+            allocator: ByteBufferAllocator(), readerIndex: 0, writerIndex: 0)
+    }
+
+    /// `bytes` in a buffer of exactly their size.
+    private static func exactCopy(_ bytes: ByteBuffer) -> ByteBuffer {
+        var copy = buffer(exactly: bytes.readableBytes)
+        copy.writeImmutableBuffer(bytes)
+        return copy
     }
 
     /// The frame's message (its payload): `{"type":"event",` and the delivered object's members.
@@ -79,30 +122,31 @@ public final class EncodedEvent: Sendable {
     /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event: made by the first SSE stream
     /// that needs it, on any loop, and the same bytes for every stream after it.
     public var sse: ByteBuffer {
-        madeOnUse.withLockedValue { forms in
+        withMadeOnUse { forms in
             if let sse = forms.sse { return sse }
             let json = self.json
-            var sse = ByteBuffer()
-            sse.reserveCapacity(json.utf8.count + 40)
+            var built = ByteBuffer()
+            built.reserveCapacity(json.utf8.count + 40)
             // The JSON holds no raw line breaks (they are escaped), so it is one data line.
-            try! SSEEncoder.writeEvent(into: &sse, id: String(seq), event: type.rawValue, data: json)
+            try! SSEEncoder.writeEvent(into: &built, id: String(seq), event: type.rawValue, data: json)
+            let sse = Self.exactCopy(built)
             forms.sse = sse
             return sse
         }
     }
 
     /// Whether the SSE form has been made (`sse`): for tests.
-    public var hasSSEForm: Bool { madeOnUse.withLockedValue { $0.sse != nil } }
+    public var hasSSEForm: Bool { lock.withLock { madeOnUse?.sse != nil } }
 
     /// The message compressed without context and with a 512-byte window, so that one frame is valid for every
     /// connection whatever window it agreed to (the hub never agrees to less than 9). Compressed once, by the first
     /// caller, with `deflater` (its loop's, of `sharedDeflateWindowBits`); later callers on any loop get the same bytes.
     public func webSocketDeflatedFrame(_ deflater: Deflater) -> ByteBuffer {
-        madeOnUse.withLockedValue { forms in
+        withMadeOnUse { forms in
             if let frame = forms.deflated { return frame }
             var compressed = ByteBuffer()
             deflater.compressMessage(message, into: &compressed)
-            let made = FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed)
+            let made = Self.exactCopy(FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed))
             forms.deflated = made
             return made
         }

@@ -52,6 +52,8 @@ final class EncodedEventTests: XCTestCase {
             let message = ByteBuffer(string: #"{"type":"event","# + encoded.json.dropFirst())
             XCTAssertEqual(encoded.webSocketFrame, FrameEncoder.frame(opcode: .text, payload: message), "\(size)")
             XCTAssertEqual(encoded.webSocketFrame.getInteger(at: 1, as: UInt8.self), size < 65_400 ? 126 : 127)
+            // Its storage is the frame's size, not the next power of two (history keeps it).
+            XCTAssertEqual(encoded.webSocketFrame.capacity, encoded.webSocketFrame.readableBytes, "\(size)")
         }
         // A short delivered object (as one may arrive from Redis) fits the 7-bit length.
         let short = EncodedEvent(topic: TopicKey(workspace: "w", execution: "e"), seq: 3, type: .nodeLog,
@@ -70,6 +72,7 @@ final class EncodedEventTests: XCTestCase {
         let first = event.webSocketDeflatedFrame(Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits))
         let second = event.webSocketDeflatedFrame(Deflater(windowBits: EncodedEvent.sharedDeflateWindowBits))
         XCTAssertEqual(first, second)
+        XCTAssertEqual(first.capacity, first.readableBytes)
         let firstBase = first.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
         let secondBase = second.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
         XCTAssertEqual(firstBase, secondBase)
@@ -90,6 +93,7 @@ final class EncodedEventTests: XCTestCase {
         let first = event.sse
         XCTAssertTrue(event.hasSSEForm)
         XCTAssertEqual(String(buffer: first), "id: 5\nevent: node.log\ndata: " + json + "\n\n")
+        XCTAssertEqual(first.capacity, first.readableBytes)
         let second = event.sse
         XCTAssertEqual(first.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) },
             second.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) })
