@@ -10,7 +10,8 @@ let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], 
 
 let package = Package(
     name: "execution-stream-hub",
-    platforms: [.macOS(.v13)],
+    // macOS 15: the Synchronization module's atomics (Linux has no such floor).
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "hub", targets: ["hub"]),
         .executable(name: "loadgen", targets: ["loadgen"]),

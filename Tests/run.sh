@@ -44,7 +44,8 @@ timeout 900 swift build -c release --product hub 2>&1 | tail -n 1
 timeout 900 swift build -c release --product loadgen 2>&1 | tail -n 1
 timeout 900 python3 Tests/bench/bench.py --quick --bin "$root/.build/release"
 # The same with the subscribers' readers polling instead of sleeping (--spin), as the README's wake-up figures ran.
-timeout 300 python3 Tests/bench/bench.py --quick --bin "$root/.build/release" --only latency,many --servers hub,floor --spin
+timeout 300 python3 Tests/bench/bench.py --quick --bin "$root/.build/release" --only latency,many --servers hub,floor --spin \
+  --out "$root/.build/bench/results-spin.json"
 timeout 300 python3 Tests/bench/ab.py --a "$root/.build/release" --b "$root/.build/release" --subscribers 100 \
   --rate 2000 --duration 2 --rounds 1 --no-perf
 timeout 300 python3 Tests/bench/ab.py --a "$root/.build/release" --b "$root/.build/release" --history --rounds 1

@@ -1,7 +1,7 @@
 import HubNative
 import HubProtocol
-import NIOConcurrencyHelpers
 @_spi(CustomByteBufferAllocator) import NIOCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -14,45 +14,24 @@ import Darwin
 /// Only the WebSocket frame is built with the event: the SSE form and the compressed frame are made when the first
 /// subscriber that needs them asks, and the delivered JSON is read back from the frame. An event that no SSE stream
 /// watches (and every event kept in history until one does) holds one copy of its JSON, not three.
-public final class EncodedEvent: @unchecked Sendable {
+public final class EncodedEvent: Sendable {
     public let topic: TopicKey
     public let seq: UInt64
     public let type: EventType
     /// A complete unmasked WebSocket text frame: `{"type":"event",…}`.
     public let webSocketFrame: ByteBuffer
-    /// The forms made on first use (`sse`, `webSocketDeflatedFrame(_:)`), shared by every loop after that; nil until
-    /// the first is made. Read and written only under `lock`. (Hence `@unchecked Sendable`: everything else is `let`.)
-    private var madeOnUse: MadeOnUse?
+    /// The SSE form (`sse`) and the compressed frame (`webSocketDeflatedFrame(_:)`), each made by the first
+    /// subscriber that needs it, on any loop, and read by every other after that without a lock.
+    private let sseForm = AtomicLazyReference<Form>()
+    private let deflatedForm = AtomicLazyReference<Form>()
     /// When this hub encoded the event (monotonic nanoseconds): as it was ingested here or arrived from Redis. The
     /// start of the ingest-to-write latency.
     public let encodedAt: UInt64
 
-    private final class MadeOnUse {
-        /// The message compressed (RFC 7692, RSV1 set): most events reach no subscriber that uses
-        /// permessage-deflate, and compressing costs more than the rest of the encoding.
-        var deflated: ByteBuffer?
-        /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event.
-        var sse: ByteBuffer?
-    }
-
-    /// The locks of the forms made on use: 64 for all events, each event's by its address. A lock of its own (a
-    /// mutex in a box, about 110 bytes) would be a fifth of what an event in history holds, and each form is made
-    /// once, so events seldom wait for one another here.
-    private static let locks: [NIOLock] = (0..<64).map { _ in NIOLock() }
-
-    private var lock: NIOLock {
-        let mixed = UInt(bitPattern: ObjectIdentifier(self)) &* 0x9E37_79B9_7F4A_7C15
-        return Self.locks[Int(truncatingIfNeeded: mixed >> 58)]
-    }
-
-    /// Runs `body` on the forms made on use, under `lock`, making their holder first if need be.
-    private func withMadeOnUse<T>(_ body: (MadeOnUse) -> T) -> T {
-        lock.withLock {
-            if let made = madeOnUse { return body(made) }
-            let made = MadeOnUse()
-            madeOnUse = made
-            return body(made)
-        }
+    /// A form made on use.
+    private final class Form: Sendable {
+        let bytes: ByteBuffer
+        init(_ bytes: ByteBuffer) { self.bytes = bytes }
     }
 
     /// What the frame's message puts before the delivered object's members: `{"type":"event",` (16 bytes), where
@@ -120,35 +99,30 @@ public final class EncodedEvent: @unchecked Sendable {
     }
 
     /// `id:`, `event:` and `data:` lines and the blank line that ends an SSE event: made by the first SSE stream
-    /// that needs it, on any loop, and the same bytes for every stream after it.
+    /// that needs it, on any loop, and the same bytes for every stream after it. (Two loops that both find it missing
+    /// both make it; the first stored is the one every stream gets.)
     public var sse: ByteBuffer {
-        withMadeOnUse { forms in
-            if let sse = forms.sse { return sse }
-            let json = self.json
-            var built = ByteBuffer()
-            built.reserveCapacity(json.utf8.count + 40)
-            // The JSON holds no raw line breaks (they are escaped), so it is one data line.
-            try! SSEEncoder.writeEvent(into: &built, id: String(seq), event: type.rawValue, data: json)
-            let sse = Self.exactCopy(built)
-            forms.sse = sse
-            return sse
-        }
+        if let made = sseForm.load() { return made.bytes }
+        let json = self.json
+        let id = String(seq)
+        // The JSON holds no raw line breaks (they are escaped), so it is one data line: `id: …\nevent: …\ndata: …\n\n`.
+        var built = Self.buffer(exactly: id.utf8.count + type.rawValue.utf8.count + json.utf8.count + 21)
+        try! SSEEncoder.writeEvent(into: &built, id: id, event: type.rawValue, data: json)
+        return sseForm.storeIfNil(Form(built)).bytes
     }
 
     /// Whether the SSE form has been made (`sse`): for tests.
-    public var hasSSEForm: Bool { lock.withLock { madeOnUse?.sse != nil } }
+    public var hasSSEForm: Bool { sseForm.load() != nil }
 
     /// The message compressed without context and with a 512-byte window, so that one frame is valid for every
-    /// connection whatever window it agreed to (the hub never agrees to less than 9). Compressed once, by the first
-    /// caller, with `deflater` (its loop's, of `sharedDeflateWindowBits`); later callers on any loop get the same bytes.
+    /// connection whatever window it agreed to (the hub never agrees to less than 9). Compressed by the first caller,
+    /// with `deflater` (its loop's, of `sharedDeflateWindowBits`); later callers on any loop get the same bytes. (Two
+    /// loops that both find it missing both compress it; the first stored is the one every subscriber gets.)
     public func webSocketDeflatedFrame(_ deflater: Deflater) -> ByteBuffer {
-        withMadeOnUse { forms in
-            if let frame = forms.deflated { return frame }
-            var compressed = ByteBuffer()
-            deflater.compressMessage(message, into: &compressed)
-            let made = Self.exactCopy(FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed))
-            forms.deflated = made
-            return made
-        }
+        if let made = deflatedForm.load() { return made.bytes }
+        var compressed = ByteBuffer()
+        deflater.compressMessage(message, into: &compressed)
+        let made = Self.exactCopy(FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed))
+        return deflatedForm.storeIfNil(Form(made)).bytes
     }
 }

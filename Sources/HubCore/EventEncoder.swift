@@ -1,5 +1,5 @@
-/// Builds the wire forms of events. Stateless: the compressed WebSocket form is made on first use, with the deflater of
-/// the loop that needs it (`EncodedEvent.webSocketDeflatedFrame(_:)`).
+/// Builds the wire forms of events. Stateless: the SSE form (`EncodedEvent.sse`) and the compressed WebSocket form
+/// (`EncodedEvent.webSocketDeflatedFrame(_:)`, with the deflater of the loop that needs it) are made on first use.
 public final class EventEncoder: Sendable {
     public init() {}
 

@@ -12,9 +12,10 @@ With --idle each round measures the idle memory per connection instead, as `benc
 on 100 channels; the server's RSS after they connect minus before, divided by their number), and the summary gives the
 least, the median and the most of each build's rounds: what one full run shows is one draw of them.
 
-With --history each round measures the memory an event kept in history costs instead: the server keeps up to 1,000
-events of each of 100 executions, a publisher fills them (--rate events/s, 100,000 events in all, 40-byte markers in
-`node.log` events) with no one watching, and the server's RSS after it minus before is divided by the events accepted.
+With --history each round measures the memory an event kept in history costs instead, on the embedded broker: the
+server keeps up to 1,000 events of each of 100 executions, a publisher fills them (20,000 events/s for 5 s, `node.log`
+events of about 190 bytes of JSON) with no one watching, and the server's RSS after it minus before is divided by the
+events accepted.
 
 Each folder holds a release `hub` (and `loadgen`; the load generator of --a is used for both). Each round starts a
 fresh server of each build in turn (a, b, a, b, ...) with fresh subscribers, warms it up with one second of light
@@ -158,55 +159,64 @@ def main():
         sys.exit(1)
 
 
-def idle_rounds(ctx, builds, args):
-    kib = {"a": [], "b": []}
+def alternate(ctx, builds, rounds, measure):
+    """`measure(name)` for build a, then b, round after round (each on the build's own binaries); the values by build."""
+    values = {"a": [], "b": []}
     try:
-        for r in range(args.rounds):
+        for r in range(rounds):
             for name in ("a", "b"):
                 ctx.bin = builds[name]
-                out = bench.idle_memory(ctx, [args.server], [args.subscribers], [args.transport])
-                kib[name].append(next(iter(out.values()))["bytes_per_connection"] / 1024)
+                values[name].append(measure(name))
     finally:
         ctx.redis.stop()
+    return values
+
+
+def spread(values, fmt):
+    """Least, median and most of one build's rounds."""
+    values = sorted(values)
+    return f"least {fmt(values[0])}  median {fmt(bench.median(values))}  most {fmt(values[-1])}"
+
+
+def idle_rounds(ctx, builds, args):
+    def measure(_name):
+        out = bench.idle_memory(ctx, [args.server], [args.subscribers], [args.transport])
+        return next(iter(out.values()))["bytes_per_connection"] / 1024
+    kib = alternate(ctx, builds, args.rounds, measure)
     print(f"\n{args.server}, {args.transport}, {args.subscribers} idle connections, {args.rounds} rounds; KiB per "
           f"connection:")
     for name in ("a", "b"):
-        values = sorted(kib[name])
-        print(f"  {name}: least {values[0]:.2f}  median {bench.median(values):.2f}  most {values[-1]:.2f}  "
-              f"above 4 KiB in {sum(v > 4 for v in values)} of {len(values)}")
+        print(f"  {name}: {spread(kib[name], lambda v: f'{v:.2f}')}  above 4 KiB in {sum(v > 4 for v in kib[name])} "
+              f"of {len(kib[name])}")
 
 
 def history_rounds(ctx, builds, args):
     events_per_execution, executions = 1000, 100
-    per_event = {"a": [], "b": []}
-    rate = min(args.rate, 20_000)
-    try:
-        for r in range(args.rounds):
-            for name in ("a", "b"):
-                ctx.bin = builds[name]
-                server = Hub(ctx.bin, ctx.tmp, args=["--max-events-per-execution", str(events_per_execution),
-                                                     "--max-events-total", str(events_per_execution * executions)])
-                try:
-                    # A first light round: the code paths and the first allocations are there before the baseline.
-                    warm = ctx.prefix()
-                    publish(ctx, server, executions, warm, 2000, 0.5, ctx.next_epoch())
-                    base = rss_bytes(server.pids)
-                    pub = publish(ctx, server, executions, ctx.prefix(), rate, events_per_execution * executions / rate,
-                                  ctx.next_epoch(), connections=32, pipeline=bench.PIPELINE)
-                    accepted = sum(pub["per_channel"])
-                    assert accepted == events_per_execution * executions, f"{accepted} events accepted"
-                    per_event[name].append((rss_bytes(server.pids) - base) / accepted)
-                    print(f"round {r + 1} {name}: {per_event[name][-1]:.0f} bytes of RSS per event in history",
-                          flush=True)
-                finally:
-                    server.stop()
-    finally:
-        ctx.redis.stop()
+    events = events_per_execution * executions
+    rate, seconds = 20_000, 5  # 100,000 events exactly
+
+    def measure(name):
+        # Room for the warm-up's events too, so that none of the measured ones is dropped.
+        server = Hub(ctx.bin, ctx.tmp, args=["--max-events-per-execution", str(events_per_execution),
+                                             "--max-events-total", str(2 * events)])
+        try:
+            # A first light round: the code paths and the first allocations are there before the baseline.
+            publish(ctx, server, executions, ctx.prefix(), 2000, 0.5, ctx.next_epoch())
+            base = rss_bytes(server.pids)
+            pub = publish(ctx, server, executions, ctx.prefix(), rate, seconds, ctx.next_epoch(),
+                          connections=32, pipeline=bench.PIPELINE)
+            accepted = sum(pub["per_channel"])
+            assert accepted == events, f"{accepted} of {events} events accepted"
+            per_event = (rss_bytes(server.pids) - base) / accepted
+            print(f"{name}: {per_event:.0f} bytes of RSS per event in history", flush=True)
+            return per_event
+        finally:
+            server.stop()
+    per_event = alternate(ctx, builds, args.rounds, measure)
     print(f"\nhub, {executions} executions x {events_per_execution} events in history, {args.rounds} rounds; bytes of "
           f"RSS per event:")
     for name in ("a", "b"):
-        values = sorted(per_event[name])
-        print(f"  {name}: least {values[0]:.0f}  median {bench.median(values):.0f}  most {values[-1]:.0f}")
+        print(f"  {name}: {spread(per_event[name], lambda v: f'{v:.0f}')}")
 
 
 if __name__ == "__main__":
