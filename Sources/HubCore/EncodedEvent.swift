@@ -72,13 +72,6 @@ public final class EncodedEvent: Sendable {
             allocator: ByteBufferAllocator(), readerIndex: 0, writerIndex: 0)
     }
 
-    /// `bytes` in a buffer of exactly their size.
-    private static func exactCopy(_ bytes: ByteBuffer) -> ByteBuffer {
-        var copy = buffer(exactly: bytes.readableBytes)
-        copy.writeImmutableBuffer(bytes)
-        return copy
-    }
-
     /// The frame's message (its payload): `{"type":"event",` and the delivered object's members.
     private var message: ByteBuffer {
         // The second byte holds the payload length, or 126 / 127 for a 2- / 8-byte length after it (unmasked).
@@ -122,7 +115,9 @@ public final class EncodedEvent: Sendable {
         if let made = deflatedForm.load() { return made.bytes }
         var compressed = ByteBuffer()
         deflater.compressMessage(message, into: &compressed)
-        let made = Self.exactCopy(FrameEncoder.frame(opcode: .text, rsv1: true, payload: compressed))
+        var made = Self.buffer(exactly: FrameEncoder.headerSize(payloadLength: compressed.readableBytes)
+            + compressed.readableBytes)
+        FrameEncoder.writeFrame(into: &made, opcode: .text, rsv1: true, payload: compressed)
         return deflatedForm.storeIfNil(Form(made)).bytes
     }
 }
