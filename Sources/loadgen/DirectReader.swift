@@ -73,6 +73,10 @@ final class DirectReader: @unchecked Sendable {
     func adopt(_ subscriber: SubscriberState, handler: SubscriberHandler, channel: Channel, fd: Int32) {
         let copy = dup(fd)
         precondition(copy >= 0, "dup failed: errno \(errno)")
+        // Receive timestamps, for the latency to the socket (`SubscriberHandler.readDirect`).
+        var on: Int32 = 1
+        precondition(setsockopt(copy, SOL_SOCKET, SO_TIMESTAMPNS_OLD, &on, socklen_t(MemoryLayout<Int32>.size)) == 0,
+            "setsockopt(SO_TIMESTAMPNS) failed: errno \(errno)")
         handler.handOver()
         channel.close(promise: nil)
         let index = lock.withLock { () -> Int in

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CNIOLinux
 import Glibc
 #endif
 import HubNative
@@ -125,10 +126,32 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handOver() { direct = true }
 
+    /// The kernel's receive timestamp (`CLOCK_REALTIME`, ns) of the direct read being handled, 0 if none came.
+    private var arrival: UInt64 = 0
+    /// Room for the one control message a read carries: `SCM_TIMESTAMPNS`'s `timespec`.
+    private static let controlSpace = Int(CNIOLinux_CMSG_SPACE(MemoryLayout<timespec>.size))
+
     /// One `read(2)` of the connection into `storage`, and the messages it completes. Returns false when the
     /// connection ended (end of stream, or an error); the close is then counted.
     func readDirect(fd: Int32, storage: UnsafeMutableRawBufferPointer) -> Bool {
-        let n = read(fd, storage.baseAddress, storage.count)
+        // recvmsg(2) rather than read(2), for the receive timestamp of the last segment read (`SO_TIMESTAMPNS`, set
+        // by `DirectReader.adopt`). On loopback the kernel takes it in the server's write(2), as the segment enters
+        // the receive path; a message completed by this read reached the socket no later than that.
+        var iov = iovec(iov_base: storage.baseAddress, iov_len: storage.count)
+        var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        precondition(MemoryLayout.size(ofValue: control) >= Self.controlSpace)
+        let n = withUnsafeMutablePointer(to: &iov) { iovPointer in
+            withUnsafeMutableBytes(of: &control) { controlBytes -> Int in
+                var header = msghdr()
+                header.msg_iov = iovPointer
+                header.msg_iovlen = 1
+                header.msg_control = controlBytes.baseAddress
+                header.msg_controllen = controlBytes.count
+                let n = recvmsg(fd, &header, 0)
+                arrival = n > 0 ? Self.timestamp(in: &header) : 0
+                return n
+            }
+        }
         guard n > 0 else {
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return true }
             if n < 0 { failed = true }
@@ -149,6 +172,19 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
             consumeBuffer(now: now) { Self.writeWhole($0, to: fd) }
         }
         return true
+    }
+
+    /// The `SCM_TIMESTAMPNS` control message's time in nanoseconds, 0 if there is none.
+    private static func timestamp(in header: inout msghdr) -> UInt64 {
+        var cmsg = CNIOLinux_CMSG_FIRSTHDR(&header)
+        while let c = cmsg {
+            if c.pointee.cmsg_level == SOL_SOCKET, c.pointee.cmsg_type == SO_TIMESTAMPNS_OLD {
+                let ts = CNIOLinux_CMSG_DATA(c)!.loadUnaligned(as: timespec.self)
+                return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+            }
+            cmsg = CNIOLinux_CMSG_NXTHDR(&header, c)
+        }
+        return 0
     }
 
     /// Writes a reply frame: a few bytes to a socket the server reads, which the kernel takes whole (a short write
@@ -217,7 +253,7 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
             if server == .hub, block.starts(with: Self.idPrefix) {
                 subscriber.resumeSeq = Self.number(in: block, at: Self.idPrefix.count)
             }
-            subscriber.record(m, stats: stats, now: now)
+            subscriber.record(m, stats: stats, now: now, arrival: arrival)
         } else if block.starts(with: Self.heartbeatComment) {
             stats.heartbeatComments += 1
             subscriber.heartbeats += 1
@@ -281,7 +317,7 @@ final class SubscriberHandler: ChannelInboundHandler, @unchecked Sendable {
             if server == .hub, let at = bytes.end(of: Self.seqField) {
                 subscriber.resumeSeq = Self.number(in: bytes, at: at)
             }
-            subscriber.record(m, stats: stats, now: now)
+            subscriber.record(m, stats: stats, now: now, arrival: arrival)
         } else if server == .hub {
             if bytes.starts(with: Self.heartbeatMessage) {
                 stats.heartbeatMessages += 1

@@ -34,7 +34,8 @@ final class SubscriberState: @unchecked Sendable {
     var isOpen: Bool { directOpen ?? channel?.isActive ?? false }
 
     /// Records a marker of the current epoch: counts it, or counts it as a duplicate or out of order.
-    func record(_ m: Marker, stats: SubscriberStats, now: UInt64) {
+    /// `arrival`: the kernel's receive timestamp of the read that completed the message, or 0 if there is none.
+    func record(_ m: Marker, stats: SubscriberStats, now: UInt64, arrival: UInt64) {
         guard m.epoch == stats.epoch else {
             stats.otherEpoch += 1
             return
@@ -58,5 +59,9 @@ final class SubscriberState: @unchecked Sendable {
         if m.seq < maxSeq { stats.outOfOrder += 1 } else { maxSeq = m.seq }
         let micros = now > m.nanoseconds ? (now - m.nanoseconds) / 1000 : 0
         _ = stats.histogram.record(min(micros, 120_000_000))
+        if arrival != 0 {
+            let arrivalMicros = arrival > m.nanoseconds ? (arrival - m.nanoseconds) / 1000 : 0
+            _ = stats.arrivalHistogram.record(min(arrivalMicros, 120_000_000))
+        }
     }
 }

@@ -12,6 +12,10 @@ final class SubscriberStats: @unchecked Sendable {
     var distinct: [Int]
     var connectionsPerChannel: [Int]
     var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    /// With `--direct`: the latency to the moment the message reached the subscriber's socket, by the kernel's receive
+    /// timestamp (`SO_TIMESTAMPNS`), before the load generator's reader gets to it (`DirectReader`).
+    var arrivalHistogram = Histogram<UInt64>(highestTrackableValue: 120_000_000,
+        numberOfSignificantValueDigits: .three)
 
     // Connection lifetime: not reset with the epoch.
     var closedByServer = 0
@@ -44,6 +48,7 @@ final class SubscriberStats: @unchecked Sendable {
         otherEpoch = 0
         for i in distinct.indices { distinct[i] = 0 }
         histogram.reset()
+        arrivalHistogram.reset()
     }
 
     func closed(_ how: String) {

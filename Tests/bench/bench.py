@@ -140,6 +140,7 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
     writes = write_calls.stop()
     delivered = sum(rep["distinct"])
     hist = rep["histogram_us"]
+    arrival = rep.get("arrival_histogram_us")
     return {
         "rate": rate, "published": sum(pub["per_channel"]), "publish_errors": pub["sent"] - sum(pub["per_channel"]),
         "statuses": pub["statuses"], "expected": expected, "delivered": delivered,
@@ -152,11 +153,32 @@ def measure(ctx, server, subs, channels, prefix, rate, duration, epoch, size=40,
         "p50_ms": percentile(hist, 50) / 1000, "p90_ms": percentile(hist, 90) / 1000,
         "p95_ms": percentile(hist, 95) / 1000, "p99_ms": percentile(hist, 99) / 1000,
         "p999_ms": percentile(hist, 99.9) / 1000, "max_ms": max(hist) / 1000 if hist else 0,
+        # To the subscriber's socket, by the kernel's receive timestamp: without the load generator's reading.
+        "arrival_p50_ms": percentile(arrival, 50) / 1000 if arrival else None,
+        "arrival_p99_ms": percentile(arrival, 99) / 1000 if arrival else None,
+        "arrival_p999_ms": percentile(arrival, 99.9) / 1000 if arrival else None,
+        "recorded": sum(hist.values()), "arrival_recorded": sum(arrival.values()) if arrival else 0,
         "rss": rss_bytes(server.pids), "publisher_max_queue": pub["max_queue"],
         # From each message's due time to the server's answer at the publisher: the part of the latency spent until
         # the server read the request and answered it (the subscribers' reading and the rest of the fan-out excluded).
         "answer_p50_ms": pub["answer_us"]["p50"] / 1000, "answer_p99_ms": pub["answer_us"]["p99"] / 1000,
     }
+
+
+def arrival_errors(name, steps):
+    """What is wrong with the socket latencies of a steady workload's rounds, read directly: every message recorded
+    must have its kernel receive timestamp, which can only come before the reader's clock reading, so each percentile
+    to the socket is at most the same percentile to the read."""
+    errors = []
+    for i, r in enumerate(steps):
+        where = f"{name} round {i + 1}"
+        if r["arrival_recorded"] != r["recorded"]:
+            errors.append(f"{where}: {r['arrival_recorded']} socket times for {r['recorded']} messages")
+            continue
+        for p in ("p50", "p99", "p999"):
+            if r[f"arrival_{p}_ms"] > r[f"{p}_ms"]:
+                errors.append(f"{where}: {p} to the socket {r[f'arrival_{p}_ms']} ms > to the read {r[f'{p}_ms']} ms")
+    return errors
 
 
 def clean(step):
@@ -224,7 +246,8 @@ def idle_memory(ctx, names, sizes, transports):
 
 # Figures of a steady workload that are the median of its rounds, and counts that are their sum.
 MEDIAN_FIELDS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "per_cpu_s", "user_us", "system_us", "per_write",
-                 "deliveries_per_s", "answer_p50_ms", "answer_p99_ms")
+                 "deliveries_per_s", "answer_p50_ms", "answer_p99_ms", "arrival_p50_ms", "arrival_p99_ms",
+                 "arrival_p999_ms")
 SUM_FIELDS = ("published", "publish_errors", "expected", "delivered", "lost", "duplicates", "out_of_order", "closed",
               "cpu_s", "writes")
 
@@ -272,7 +295,8 @@ def steady(ctx, names, transport, subscribers, channels, deliveries_per_s, durat
             measured[name].append(r)
             label = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
             print(f"  {transport:10} {name:12} {subscribers:6} subs {deliveries_per_s:7.0f}/s: p50 {r['p50_ms']:.2f} "
-                  f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} ms, {r['per_cpu_s']:9.0f} msg/CPU-s, "
+                  f"p99 {r['p99_ms']:.2f} (socket {r['arrival_p99_ms'] or 0:.2f}) p99.9 {r['p999_ms']:.2f} ms, "
+                  f"{r['per_cpu_s']:9.0f} msg/CPU-s, "
                   f"lost {r['lost']} dup {r['duplicates']} ooo {r['out_of_order']}{label}", flush=True)
     return {name: combine(rs) for name, rs in measured.items()}
 
@@ -397,6 +421,11 @@ def table(results, names):
             r[n].get("p90_ms") is not None for n in r) else ()
         for metric, what in (("p50_ms", "p50"),) + spread + (("p99_ms", "p99"), ("p999_ms", "p99.9")):
             row(f"{label}: {what} ms", {n: r[n].get(metric) for n in r}, lambda v: f"{v:.2f}", True)
+        # The same to the subscriber's socket, by the kernel's receive timestamp: what the load generator's own
+        # reading adds is the difference.
+        if any(r[n].get("arrival_p99_ms") is not None for n in r):
+            row(f"{label}: p99 ms to the subscriber's socket", {n: r[n].get("arrival_p99_ms") for n in r},
+                lambda v: f"{v:.2f}", True)
         row(f"{label}: messages per server CPU-second", {n: r[n]["per_cpu_s"] for n in r}, lambda v: f"{v:,.0f}", False)
         row(f"{label}: server CPU µs per message, user space", {n: r[n].get("user_us") for n in r},
             lambda v: f"{v:.2f}", True)
@@ -544,6 +573,11 @@ def main():
            for n, r in results[k].items() if not clean(r)]
     if bad:
         print(f"\nruns with lost, duplicated or out-of-order messages: {', '.join(bad)}")
+        return 1
+    wrong = [e for k in ("latency_1k", "latency_10k", "latency_10k_sse", "many", "ingest") if k in results
+             for n, r in results[k].items() for e in arrival_errors(f"{k}/{n}", r["rounds"])]
+    if wrong:
+        print("\nsocket latencies that cannot be right:\n  " + "\n  ".join(wrong))
         return 1
     return 0
 

@@ -191,6 +191,11 @@ REPORT_SUMS = ("opened", "open", "closed_by_server", "reconnects", "reconnect_fa
                "heartbeat_messages", "heartbeat_comments", "received", "duplicates", "out_of_order", "other_epoch")
 
 
+# A report's latency histograms: to the load generator's read, and (read directly) to the socket, by the kernel's
+# receive timestamp.
+HISTOGRAMS = ("histogram_us", "arrival_histogram_us")
+
+
 def merge_reports(reports):
     """One report out of several `loadgen subscribe` reports on the same channels: counts add up per channel,
     histograms merge, `fewest_heartbeats` is the least of all."""
@@ -199,8 +204,9 @@ def merge_reports(reports):
         if merged is None:
             merged = dict(r)
             merged["close_codes"] = dict(r.get("close_codes", {}))
-            hist = r["histogram_us"]
-            merged["histogram_us"] = dict(hist) if isinstance(hist, dict) else dict((v, c) for v, c in hist)
+            for key in HISTOGRAMS:
+                hist = r.get(key, [])
+                merged[key] = dict(hist) if isinstance(hist, dict) else dict((v, c) for v, c in hist)
             continue
         for key in REPORT_SUMS:
             if key in r:
@@ -212,9 +218,10 @@ def merge_reports(reports):
         merged["distinct"] = [a + b for a, b in zip(merged["distinct"], r["distinct"])]
         merged["connections_per_channel"] = [a + b for a, b in zip(merged["connections_per_channel"],
                                                                     r["connections_per_channel"])]
-        hist = r["histogram_us"]
-        for v, c in (hist.items() if isinstance(hist, dict) else hist):
-            merged["histogram_us"][v] = merged["histogram_us"].get(v, 0) + c
+        for key in HISTOGRAMS:
+            hist = r.get(key, [])
+            for v, c in (hist.items() if isinstance(hist, dict) else hist):
+                merged[key][v] = merged[key].get(v, 0) + c
     return merged
 
 
