@@ -12,8 +12,9 @@ final class SubscriberStats: @unchecked Sendable {
     var distinct: [Int]
     var connectionsPerChannel: [Int]
     var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-    /// With `--direct`: the latency to the moment the message reached the subscriber's socket, by the kernel's receive
-    /// timestamp (`SO_TIMESTAMPNS`), before the load generator's reader gets to it (`DirectReader`).
+    /// With `--direct`: the latency to the kernel's receive timestamp (`SO_TIMESTAMPNS`) of the last segment of the
+    /// read that completed the message (`DirectReader`). At most the latency to the read; at least the latency to the
+    /// subscriber's socket, since segments waiting in a socket merge and keep the later one's time.
     var arrivalHistogram = Histogram<UInt64>(highestTrackableValue: 120_000_000,
         numberOfSignificantValueDigits: .three)
 
