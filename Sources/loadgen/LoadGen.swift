@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import ArgumentParser
+import Histogram
 import HubNative
 import NIOCore
 import NIOPosix
@@ -109,12 +110,11 @@ struct Subscribe: ParsableCommand {
     private func report(_ set: SubscriberSet) -> String {
         let stats = set.stats
         let h = stats.histogram
-        var values: [String] = []
-        for v in h.recordedValues() { values.append("[\(v.value),\(v.count)]") }
+        // A histogram as [[value, count], ...].
+        let pairs = { (h: Histogram<UInt64>) in
+            h.recordedValues().map { "[\($0.value),\($0.count)]" }.joined(separator: ",")
+        }
         let pct = { (p: Double) in h.totalCount == 0 ? 0 : h.valueAtPercentile(p) }
-        let a = stats.arrivalHistogram
-        var arrivals: [String] = []
-        for v in a.recordedValues() { arrivals.append("[\(v.value),\(v.count)]") }
         let codes = stats.closeCodes.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",")
         return """
             {"opened":\(set.openedCount),"open":\(set.openCount),"closed_by_server":\(stats.closedByServer),\
@@ -125,8 +125,7 @@ struct Subscribe: ParsableCommand {
             "duplicates":\(stats.duplicates),"out_of_order":\(stats.outOfOrder),"other_epoch":\(stats.otherEpoch),\
             "distinct":\(stats.distinct),"connections_per_channel":\(stats.connectionsPerChannel),\
             "latency_us":{"count":\(h.totalCount),"p50":\(pct(50)),"p99":\(pct(99)),"p999":\(pct(99.9)),"max":\(h.totalCount == 0 ? 0 : h.max)},\
-            "histogram_us":[\(values.joined(separator: ","))],\
-            "arrival_histogram_us":[\(arrivals.joined(separator: ","))]}
+            "histogram_us":[\(pairs(h))],"arrival_histogram_us":[\(pairs(stats.arrivalHistogram))]}
             """
     }
 }

@@ -57,11 +57,9 @@ final class SubscriberState: @unchecked Sendable {
         seen[word] |= bit
         stats.distinct[channelIndex] += 1
         if m.seq < maxSeq { stats.outOfOrder += 1 } else { maxSeq = m.seq }
-        let micros = now > m.nanoseconds ? (now - m.nanoseconds) / 1000 : 0
-        _ = stats.histogram.record(min(micros, 120_000_000))
-        if arrival != 0 {
-            let arrivalMicros = arrival > m.nanoseconds ? (arrival - m.nanoseconds) / 1000 : 0
-            _ = stats.arrivalHistogram.record(min(arrivalMicros, 120_000_000))
-        }
+        // Microseconds from the marker's due time to `time`, within the histograms' range.
+        let micros = { (time: UInt64) in min(time > m.nanoseconds ? (time - m.nanoseconds) / 1000 : 0, 120_000_000) }
+        _ = stats.histogram.record(micros(now))
+        if arrival != 0 { _ = stats.arrivalHistogram.record(micros(arrival)) }
     }
 }

@@ -585,8 +585,8 @@ def main():
         return 1
     # Socket times are taken by the direct reader only.
     wrong = [e for k in ("latency_1k", "latency_10k", "latency_10k_sse", "many", "ingest") if k in results
-             for n, r in results[k].items() for e in arrival_errors(f"{k}/{n}", r["rounds"])
-             if "--direct" in ctx.reader]
+             for n, r in results[k].items() for e in arrival_errors(f"{k}/{n}", r["rounds"])] \
+        if "--direct" in ctx.reader else []
     if wrong:
         print("\nsocket latencies that cannot be right:\n  " + "\n  ".join(wrong))
         return 1
