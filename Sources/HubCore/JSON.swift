@@ -71,15 +71,19 @@ extension JSON {
         func error(_ reason: String) -> ParseError { ParseError(offset: index, reason: reason) }
 
         mutating func skipSpace() {
-            while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+            while index < bytes.count {
+                switch bytes[index] {
+                case 0x20, 0x09, 0x0A, 0x0D: index += 1
+                default: return
+                }
+            }
         }
 
-        mutating func literal(_ word: String, _ value: JSON) throws(ParseError) -> JSON {
-            let w = Array(word.utf8)
-            guard index + w.count <= bytes.count, Array(bytes[index..<index + w.count]) == w else {
-                throw error("unexpected character")
-            }
-            index += w.count
+        mutating func literal(_ word: StaticString, _ value: JSON) throws(ParseError) -> JSON {
+            let count = word.utf8CodeUnitCount
+            guard index + count <= bytes.count else { throw error("unexpected character") }
+            for i in 0..<count where bytes[index + i] != word.utf8Start[i] { throw error("unexpected character") }
+            index += count
             return value
         }
 
@@ -101,7 +105,9 @@ extension JSON {
         mutating func object(depth: Int) throws(ParseError) -> JSON {
             index += 1
             var fields: [(String, JSON)] = []
-            var keys = Set<String>()
+            // Duplicate keys are looked for in `fields` while the object is small (events have a handful of keys),
+            // and in a set from the 17th key on, so a hostile object cannot make the check quadratic.
+            var keys: Set<String>?
             skipSpace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                 index += 1
@@ -111,7 +117,19 @@ extension JSON {
                 skipSpace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a key") }
                 let key = try string()
-                guard keys.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
+                let duplicate: Bool
+                if var set = keys {
+                    keys = nil
+                    duplicate = !set.insert(key).inserted
+                    keys = set
+                } else if fields.count < 16 {
+                    duplicate = fields.contains { $0.0 == key }
+                } else {
+                    var set = Set(fields.lazy.map(\.0))
+                    duplicate = !set.insert(key).inserted
+                    keys = set
+                }
+                guard !duplicate else { throw error("duplicate key \"\(key)\"") }
                 skipSpace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
                 index += 1
@@ -174,7 +192,23 @@ extension JSON {
 
         mutating func string() throws(ParseError) -> String {
             index += 1
-            var out: [UInt8] = []
+            // Most strings have no escape: they are checked and taken from the input as they are.
+            let start = index
+            while index < bytes.count {
+                let c = bytes[index]
+                if c == UInt8(ascii: "\"") {
+                    let text = bytes[start..<index]
+                    guard UTF8Validator.isValid(text) else {
+                        index = start
+                        break
+                    }
+                    index += 1
+                    return String(decoding: text, as: UTF8.self)
+                }
+                if c == UInt8(ascii: "\\") || c < 0x20 { break }
+                index += 1
+            }
+            var out = Array(bytes[start..<index])
             while true {
                 guard index < bytes.count else { throw error("unterminated string") }
                 let c = bytes[index]
@@ -245,6 +279,14 @@ extension JSON {
                 index += 1
                 if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
                 guard digits() > 0 else { throw error("bad number") }
+            }
+            // An integer of up to 15 digits is exact as a Double: no text to convert.
+            let negative = bytes[start] == UInt8(ascii: "-")
+            let first = negative ? start + 1 : start
+            if index - first <= 15, !bytes[first..<index].contains(where: { $0 < UInt8(ascii: "0") || $0 > UInt8(ascii: "9") }) {
+                var v: Int64 = 0
+                for c in bytes[first..<index] { v = v * 10 + Int64(c - UInt8(ascii: "0")) }
+                return .number(negative ? -Double(v) : Double(v))
             }
             let text = String(decoding: bytes[start..<index], as: UTF8.self)
             guard let d = Double(text), d.isFinite else { throw error("number out of range") }

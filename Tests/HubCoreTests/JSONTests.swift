@@ -35,6 +35,43 @@ final class JSONTests: XCTestCase {
         XCTAssertThrowsError(try JSON.parse([0x22, 0xFF, 0x22]))  // invalid UTF-8 in a string
     }
 
+    /// Strings without escapes, short integers and small objects take shorter ways through the parser: they give the
+    /// same values and the same errors (at the same bytes) as the general ones.
+    func testShortWaysGiveTheSameValuesAndErrors() throws {
+        XCTAssertEqual(try JSON.parse(#"["plain","é𝄞","pre\\tfix\u00e9","","a\"b"]"#),
+            .array([.string("plain"), .string("é𝄞"), .string("pre\\tfixé"), .string(""), .string("a\"b")]))
+        XCTAssertEqual(try JSON.parse("[0,-0,7,-42,999999999999999,-999999999999999,9999999999999999,12345678901234567890,1.5,-2e2]"),
+            .array([.number(0), .number(-0.0), .number(7), .number(-42), .number(999_999_999_999_999), .number(-999_999_999_999_999),
+                .number(10_000_000_000_000_000), .number(12_345_678_901_234_567_168), .number(1.5), .number(-200)]))
+        guard case .number(let negativeZero) = try JSON.parse("-0") else { return XCTFail("-0") }
+        XCTAssertEqual(negativeZero.sign, .minus)
+        // "offset: reason" of the error, or nil.
+        func failure(_ bytes: [UInt8]) -> String? {
+            do { _ = try JSON.parse(bytes); return nil } catch { return "\(error.offset): \(error.reason)" }
+        }
+        // Invalid UTF-8 before the closing quote, with and without an escape before it: the error is at the byte
+        // after the string either way.
+        XCTAssertEqual(failure([0x5B, 0x22, 0x61, 0xFF, 0x62, 0x22, 0x5D]), "6: invalid UTF-8")
+        XCTAssertEqual(failure([0x5B, 0x22, 0x5C, 0x6E, 0xC3, 0x22, 0x5D]), "6: invalid UTF-8")
+        XCTAssertEqual(failure(Array("\"ab\u{01}\"".utf8)), "3: control character in string")
+        XCTAssertEqual(failure(Array("\"abc".utf8)), "4: unterminated string")
+        XCTAssertEqual(failure(Array("tru".utf8)), "0: unexpected character")
+        XCTAssertEqual(failure(Array("[nulL]".utf8)), "1: unexpected character")
+        // A duplicate key is found among the first 16 keys, and past them, where a set takes over.
+        for count in [2, 16, 17, 40] {
+            let keys = (1...count).map { "\"k\($0)\":\($0)" }
+            let good = "{" + keys.joined(separator: ",") + "}"
+            guard case .object(let fields) = try JSON.parse(good) else { return XCTFail(good) }
+            XCTAssertEqual(fields.map(\.0), (1...count).map { "k\($0)" })
+            for repeated in [1, count] {
+                let bad = "{" + keys.joined(separator: ",") + ",\"k\(repeated)\":0}"
+                XCTAssertEqual(failure(Array(bad.utf8)), "\(bad.utf8.count - 3): duplicate key \"k\(repeated)\"", bad)
+            }
+            let late = "{" + keys.joined(separator: ",") + ",\"x\":1,\"k1\":0}"
+            XCTAssertEqual(failure(Array(late.utf8)), "\(late.utf8.count - 3): duplicate key \"k1\"", late)
+        }
+    }
+
     func testDepthLimit() {
         let deep = String(repeating: "[", count: 40) + String(repeating: "]", count: 40)
         XCTAssertThrowsError(try JSON.parse(deep, maxDepth: 32)) { error in
