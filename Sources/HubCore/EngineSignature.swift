@@ -65,10 +65,8 @@ public struct EngineSignature: Sendable {
     }
 
     static func hexDecode(_ s: Substring) -> [UInt8]? {
-        let chars = Array(s.utf8)
+        let chars = s.utf8
         guard chars.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(chars.count / 2)
         func nibble(_ c: UInt8) -> UInt8? {
             switch c {
             case 48...57: return c - 48
@@ -77,11 +75,14 @@ public struct EngineSignature: Sendable {
             default: return nil
             }
         }
-        var i = 0
-        while i < chars.count {
-            guard let h = nibble(chars[i]), let l = nibble(chars[i + 1]) else { return nil }
-            out.append(h << 4 | l)
-            i += 2
+        var out = [UInt8](repeating: 0, count: chars.count / 2)
+        var i = chars.startIndex
+        for n in out.indices {
+            guard let h = nibble(chars[i]) else { return nil }
+            i = chars.index(after: i)
+            guard let l = nibble(chars[i]) else { return nil }
+            i = chars.index(after: i)
+            out[n] = h << 4 | l
         }
         return out
     }

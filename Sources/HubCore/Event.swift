@@ -54,15 +54,22 @@ public struct ProgressEvent: Equatable, Sendable {
     /// The delivered event object (Protocol/README.md §2) for sequence number `seq`, serialized:
     /// `DeliveredEventHeader.prefix` followed by `deliveredTail`.
     public func deliveredJSON(seq: UInt64) -> String {
-        var out = DeliveredEventHeader.prefix(workspace: topic.workspace, execution: topic.execution, seq: seq)
+        var out = ""
+        out.reserveCapacity(Self.usualJSONCapacity)
+        DeliveredEventHeader.writePrefix(workspace: topic.workspace, execution: topic.execution, seq: seq, to: &out)
         writeDeliveredTail(to: &out)
         return out
     }
+
+    /// Room reserved for an event's JSON before it is written: most events fit, so the string is allocated once
+    /// instead of once per doubling.
+    static let usualJSONCapacity = 512
 
     /// The delivered object after its `seq` member: `"event":…,"node_key":…,"timestamp":…,"data":{…}}`. The Redis
     /// broker's publish script puts the prefix (with the seq it assigns) in front of it.
     public var deliveredTail: String {
         var out = ""
+        out.reserveCapacity(Self.usualJSONCapacity)
         writeDeliveredTail(to: &out)
         return out
     }
@@ -98,7 +105,20 @@ public struct DeliveredEventHeader: Equatable, Sendable {
     }
 
     public static func prefix(workspace: String, execution: String, seq: UInt64) -> String {
-        #"{"execution":""# + execution + #"","workspace":""# + workspace + #"","seq":"# + String(seq) + ","
+        var out = ""
+        writePrefix(workspace: workspace, execution: execution, seq: seq, to: &out)
+        return out
+    }
+
+    /// Appends `prefix(workspace:execution:seq:)` to `out`.
+    static func writePrefix(workspace: String, execution: String, seq: UInt64, to out: inout String) {
+        out += #"{"execution":""#
+        out += execution
+        out += #"","workspace":""#
+        out += workspace
+        out += #"","seq":"#
+        out += String(seq)
+        out += ","
     }
 
     /// Reads the header of a delivered event object; nil when `json` does not start like one.

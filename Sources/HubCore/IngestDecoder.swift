@@ -79,12 +79,14 @@ public struct IngestDecoder: Sendable {
         } else if f.has("node_key") {
             throw .invalidEvent(field: f.path("node_key"), message: "not allowed on \(type.rawValue) events")
         }
-        var timestamp = RFC3339.format(unixMilliseconds: now)
+        let timestamp: String
         if let t = try f.optionalString("timestamp") {
             guard RFC3339.isValid(t) else {
                 throw .invalidEvent(field: f.path("timestamp"), message: "must be an RFC 3339 date-time such as 2026-11-25T12:00:00Z")
             }
             timestamp = t
+        } else {
+            timestamp = RFC3339.format(unixMilliseconds: now)
         }
         var idempotencyKey: String?
         if let k = try f.optionalString("idempotency_key") {

@@ -71,8 +71,9 @@ public final class MemoryBroker: Broker {
         let results = state.withLockedValue { state -> [PublishResult] in
             var results: [PublishResult] = []
             results.reserveCapacity(events.count)
-            // Deliveries per router, in order, so each loop gets one hop for the whole batch.
-            var outgoing: [ObjectIdentifier: (LoopRouter, [EncodedEvent])] = [:]
+            // Deliveries per router, in order, so each loop gets one hop for the whole batch. (A router per event
+            // loop at most: a list, searched, costs less than a dictionary.)
+            var outgoing: [(id: ObjectIdentifier, router: LoopRouter, events: [EncodedEvent])] = []
             for event in events {
                 let log = state.log(for: event.topic)
                 if log.lastEventAt + config.historyTTLMilliseconds < now, !log.events.isEmpty {
@@ -102,7 +103,11 @@ public final class MemoryBroker: Broker {
                     }
                 }
                 for (id, ref) in log.routers {
-                    outgoing[id, default: (ref.router, [])].1.append(encoded)
+                    if let i = outgoing.firstIndex(where: { $0.id == id }) {
+                        outgoing[i].events.append(encoded)
+                    } else {
+                        outgoing.append((id, ref.router, [encoded]))
+                    }
                 }
                 results.append(PublishResult(topic: event.topic, seq: log.lastSeq, duplicate: false))
             }
@@ -111,7 +116,7 @@ public final class MemoryBroker: Broker {
             // has not happened yet gets these in the same batch (several publishes read at once, such as the
             // pipelined requests of one engine, reach each watcher in one write). The publishing loop's own router
             // is usually handed its batch at the end of the read (`deliverPending`); the task is for the others.
-            for (id, (router, batch)) in outgoing {
+            for (id, router, batch) in outgoing {
                 if state.pending[id] != nil {
                     state.pending[id]!.events.append(contentsOf: batch)
                     continue

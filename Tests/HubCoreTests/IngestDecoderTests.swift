@@ -113,6 +113,9 @@ final class EngineSignatureTests: XCTestCase {
         let header = signer.header(timestamp: 1000, body: body)
         XCTAssertEqual(header.count, 7 + 64)
         XCTAssertNoThrow(try signer.verify(timestamp: "1000", signature: header, body: body, now: 1299))
+        // Upper-case hex digits name the same bytes.
+        XCTAssertNoThrow(try signer.verify(timestamp: "1000", signature: "sha256=" + header.dropFirst(7).uppercased(), body: body,
+            now: 1000))
     }
 
     func testRefusals() {
@@ -127,6 +130,11 @@ final class EngineSignatureTests: XCTestCase {
         XCTAssertEqual(failure("1000", nil), .missing("X-Hub-Signature header is required"))
         XCTAssertEqual(failure("soon", header), .missing("X-Hub-Timestamp must be Unix seconds"))
         XCTAssertEqual(failure("1000", "md5=abc"), .missing("X-Hub-Signature must be sha256=<64 hex digits>"))
+        // An odd or short count of digits, one that is not a hex digit (first or second of its pair), one pair too many.
+        let hex = String(header.dropFirst(7))
+        for bad in [String(hex.dropLast()), String(hex.dropLast(2)), "g" + hex.dropFirst(), hex.dropLast() + "z", hex + "00", ""] {
+            XCTAssertEqual(failure("1000", "sha256=" + bad), .missing("X-Hub-Signature must be sha256=<64 hex digits>"), bad)
+        }
         XCTAssertEqual(failure("1000", header, now: 1301), .stale(skewSeconds: 301))
         XCTAssertEqual(failure("1000", header, body: Array(#"{"event":"y"}"#.utf8)), .mismatch)
         XCTAssertEqual(failure("1001", header), .mismatch)
