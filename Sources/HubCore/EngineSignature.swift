@@ -47,7 +47,8 @@ public struct EngineSignature: Sendable {
         guard timestamp.utf8.count <= 12, let ts = Int64(timestamp), ts >= 0 else {
             throw .missing("X-Hub-Timestamp must be Unix seconds")
         }
-        guard signature.hasPrefix("sha256="), let given = Self.hexDecode(signature.dropFirst(7)), given.count == 32 else {
+        guard signature.utf8.count == 7 + 64, signature.hasPrefix("sha256="), let given = Self.hexDecode(signature.dropFirst(7))
+        else {
             throw .missing("X-Hub-Signature must be sha256=<64 hex digits>")
         }
         let skew = abs(now - ts)

@@ -198,11 +198,8 @@ extension JSON {
                 let c = bytes[index]
                 if c == UInt8(ascii: "\"") {
                     let text = bytes[start..<index]
-                    guard UTF8Validator.isValid(text) else {
-                        index = start
-                        break
-                    }
                     index += 1
+                    guard UTF8Validator.isValid(text) else { throw error("invalid UTF-8") }
                     return String(decoding: text, as: UTF8.self)
                 }
                 if c == UInt8(ascii: "\\") || c < 0x20 { break }
@@ -259,6 +256,7 @@ extension JSON {
 
         mutating func number() throws(ParseError) -> JSON {
             let start = index
+            var integer = true
             if bytes[index] == UInt8(ascii: "-") { index += 1 }
             func digits() -> Int {
                 let s = index
@@ -272,10 +270,12 @@ extension JSON {
                 guard digits() > 0 else { throw error("bad number") }
             }
             if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                integer = false
                 index += 1
                 guard digits() > 0 else { throw error("bad number") }
             }
             if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+                integer = false
                 index += 1
                 if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
                 guard digits() > 0 else { throw error("bad number") }
@@ -283,7 +283,7 @@ extension JSON {
             // An integer of up to 15 digits is exact as a Double: no text to convert.
             let negative = bytes[start] == UInt8(ascii: "-")
             let first = negative ? start + 1 : start
-            if index - first <= 15, !bytes[first..<index].contains(where: { $0 < UInt8(ascii: "0") || $0 > UInt8(ascii: "9") }) {
+            if integer, index - first <= 15 {
                 var v: Int64 = 0
                 for c in bytes[first..<index] { v = v * 10 + Int64(c - UInt8(ascii: "0")) }
                 return .number(negative ? -Double(v) : Double(v))

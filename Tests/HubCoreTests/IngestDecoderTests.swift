@@ -1,4 +1,4 @@
-import HubCore
+@testable import HubCore
 import XCTest
 
 final class IngestDecoderTests: XCTestCase {
@@ -138,6 +138,11 @@ final class EngineSignatureTests: XCTestCase {
         XCTAssertEqual(failure("1000", header, now: 1301), .stale(skewSeconds: 301))
         XCTAssertEqual(failure("1000", header, body: Array(#"{"event":"y"}"#.utf8)), .mismatch)
         XCTAssertEqual(failure("1001", header), .mismatch)
+        // The digits themselves, from a slice that does not start at the string's start.
+        let digits = "sha256=00fFa0Ab19"
+        XCTAssertEqual(EngineSignature.hexDecode(digits.dropFirst(7)), [0x00, 0xFF, 0xA0, 0xAB, 0x19])
+        XCTAssertEqual(EngineSignature.hexDecode(digits.dropFirst(17)), [])
+        for bad in ["0", "0g", "g0", "00f", "é0", "0 "] { XCTAssertNil(EngineSignature.hexDecode(Substring(bad)), bad) }
         XCTAssertEqual(EngineSignature.Failure.mismatch.status, 403)
         XCTAssertEqual(EngineSignature.Failure.stale(skewSeconds: 1).status, 401)
     }
