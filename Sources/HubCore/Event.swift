@@ -52,7 +52,7 @@ public struct ProgressEvent: Equatable, Sendable {
     }
 
     /// The delivered event object (Protocol/README.md §2) for sequence number `seq`, serialized:
-    /// `DeliveredEventHeader.prefix` followed by `deliveredTail`.
+    /// `DeliveredEventHeader.writePrefix` followed by `deliveredTail`.
     public func deliveredJSON(seq: UInt64) -> String {
         var out = ""
         out.reserveCapacity(Self.usualJSONCapacity)
@@ -104,13 +104,8 @@ public struct DeliveredEventHeader: Equatable, Sendable {
         self.type = type
     }
 
-    public static func prefix(workspace: String, execution: String, seq: UInt64) -> String {
-        var out = ""
-        writePrefix(workspace: workspace, execution: execution, seq: seq, to: &out)
-        return out
-    }
-
-    /// Appends `prefix(workspace:execution:seq:)` to `out`.
+    /// Appends the start of a delivered event object, up to its `seq` member and the comma after it:
+    /// `{"execution":"…","workspace":"…","seq":N,`.
     static func writePrefix(workspace: String, execution: String, seq: UInt64, to out: inout String) {
         out += #"{"execution":""#
         out += execution

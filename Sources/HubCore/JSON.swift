@@ -118,16 +118,13 @@ extension JSON {
                 guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a key") }
                 let key = try string()
                 let duplicate: Bool
-                if var set = keys {
-                    keys = nil
-                    duplicate = !set.insert(key).inserted
-                    keys = set
+                if keys != nil {
+                    duplicate = !keys!.insert(key).inserted
                 } else if fields.count < 16 {
                     duplicate = fields.contains { $0.0 == key }
                 } else {
-                    var set = Set(fields.lazy.map(\.0))
-                    duplicate = !set.insert(key).inserted
-                    keys = set
+                    keys = Set(fields.lazy.map(\.0))
+                    duplicate = !keys!.insert(key).inserted
                 }
                 guard !duplicate else { throw error("duplicate key \"\(key)\"") }
                 skipSpace()
